@@ -1,0 +1,218 @@
+"""
+Settings for Champ Portal.
+
+Everything is configurable from the environment and everything works with
+nothing set (the "embedded default": SQLite + django-q2's ORM broker, secrets
+generated once into ``var/``). See the README's "Configuration" section.
+"""
+
+from pathlib import Path
+
+import dj_database_url
+
+from champ_portal.env import (
+    env,
+    env_bool,
+    env_int,
+    env_list,
+    secret_from_env_or_file,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env("CHAMP_PORTAL_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("CHAMP_PORTAL_DEBUG", False)
+
+SECRET_KEY = secret_from_env_or_file(
+    "CHAMP_PORTAL_SECRET_KEY", VAR_DIR / "secret_key", kind="django"
+)
+
+# Comma-separated Fernet keys, newest first: the first encrypts, all decrypt.
+# Validated by the `runs.E001` system check (runs/checks.py) so that a garbled
+# value fails `manage.py check` loudly instead of at the first token use.
+CHAMP_PORTAL_TOKEN_KEYS = secret_from_env_or_file(
+    "CHAMP_PORTAL_TOKEN_KEYS", VAR_DIR / "token_keys", kind="fernet"
+)
+
+ALLOWED_HOSTS = env_list("CHAMP_PORTAL_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CHAMP_PORTAL_CSRF_TRUSTED_ORIGINS", [])
+
+# Where organisations point by default: the built-in simulator on loopback
+# (`make run` starts it on this port). Production: https://api.champ.ai
+CHAMP_API_BASE = env("CHAMP_API_BASE", "http://127.0.0.1:8765")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_filters",
+    "django_q",
+    "runs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "champ_portal.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "champ_portal.wsgi.application"
+
+# --- Database ---------------------------------------------------------------
+DATABASE_URL = env("DATABASE_URL", f"sqlite:///{VAR_DIR / 'champ_portal.sqlite3'}")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web server read while the poller writes; IMMEDIATE takes the
+    # write lock at BEGIN so concurrent writers queue on the busy timeout
+    # instead of failing with "database is locked" mid-transaction.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": (
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;"
+        ),
+    }
+    DATABASES["default"]["TEST"] = {"NAME": env("CHAMP_PORTAL_TEST_DB", "") or None}
+IS_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Auth -------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+
+# --- I18N / time ------------------------------------------------------------
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = env("CHAMP_PORTAL_TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files -----------------------------------------------------------
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # No manifest: pages render before (or without) `collectstatic`.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Serve from the finders too, so the demo works without a collectstatic step
+# having been run after every template change.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# --- Security ---------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Production (HTTPS) hardening: on by default unless in the local demo.
+_HTTPS = env_bool("CHAMP_PORTAL_HTTPS", not DEBUG)
+SESSION_COOKIE_SECURE = _HTTPS
+CSRF_COOKIE_SECURE = _HTTPS
+SECURE_SSL_REDIRECT = env_bool("CHAMP_PORTAL_SSL_REDIRECT", _HTTPS)
+SECURE_HSTS_SECONDS = env_int("CHAMP_PORTAL_HSTS_SECONDS", 31536000 if _HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _HTTPS
+SECURE_HSTS_PRELOAD = _HTTPS
+# Behind a TLS-terminating reverse proxy that sets X-Forwarded-Proto.
+if env_bool("CHAMP_PORTAL_BEHIND_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Client IPs are taken from REMOTE_ADDR unless the peer is one of these proxies.
+CHAMP_PORTAL_TRUSTED_PROXIES = env_list("CHAMP_PORTAL_TRUSTED_PROXIES", [])
+
+# --- django-q2 --------------------------------------------------------------
+# `retry` must exceed `timeout`, or a long task is delivered a second time
+# while the first is still running.
+CHAMP_PORTAL_BROKER = env("CHAMP_PORTAL_BROKER", "orm")
+Q_CLUSTER = {
+    "name": env("CHAMP_PORTAL_CLUSTER_NAME", "champ_portal"),
+    "workers": env_int("CHAMP_PORTAL_WORKERS", 2),
+    "timeout": 90,
+    "retry": 120,
+    "max_attempts": 2,
+    "ack_failures": True,
+    "catch_up": False,
+    "save_limit": 200,
+    "poll": 0.2,
+    "label": "Task queue",
+    "cache": "django_q",
+}
+if CHAMP_PORTAL_BROKER == "orm":
+    Q_CLUSTER["orm"] = "default"
+elif CHAMP_PORTAL_BROKER.startswith(("redis://", "rediss://", "unix://")):
+    Q_CLUSTER["redis"] = CHAMP_PORTAL_BROKER
+else:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"CHAMP_PORTAL_BROKER must be 'orm' or a redis:// URL, got {CHAMP_PORTAL_BROKER!r}"
+    )
+
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    # django-q2 keeps cluster stats in a cache every process can see.
+    "django_q": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(VAR_DIR / "cache" / "django_q"),
+    },
+}
+
+# --- Champ poller -----------------------------------------------------------
+CHAMP_POLL_MAX_SWEEPS = env_int("CHAMP_POLL_MAX_SWEEPS", 2)
+CHAMP_POLL_BATCH_SIZE = env_int("CHAMP_POLL_BATCH_SIZE", 200)
+CHAMP_POLL_CONCURRENCY = env_int("CHAMP_POLL_CONCURRENCY", 50)
+CHAMP_POLL_SWEEP_SECONDS = env_int("CHAMP_POLL_SWEEP_SECONDS", 50)
+CHAMP_POLL_LEASE_SECONDS = env_int("CHAMP_POLL_LEASE_SECONDS", 30)
+
+# --- Logging ----------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("CHAMP_PORTAL_LOG_LEVEL", "INFO")},
+    "loggers": {
+        # httpx/httpcore log request lines and, at DEBUG, headers: never let
+        # them carry an Authorization header into the log.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
+}

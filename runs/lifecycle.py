@@ -1,0 +1,164 @@
+"""
+The one door through which a run's status changes.
+
+Whatever saw the change — the trigger response, a poll, a webhook — calls
+``record_status()``. In one transaction it:
+
+1. updates the run only if its status is still the one the caller saw
+   (``UPDATE … WHERE status = seen``), so two workers that observe the same
+   change record it once;
+2. appends exactly one RunEvent for that change;
+3. sets ``output``/``finished_at`` on final statuses, which are never left: a
+   late poll or a duplicate webhook changes nothing.
+
+A poll that sees no change writes nothing here.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from runs.models import FINAL_STATUSES, OPEN_STATUSES, EventSource, Run, RunEvent, RunStatus
+
+logger = logging.getLogger(__name__)
+
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class Change:
+    """What ``record_status()`` did: ``recorded`` is False when nothing changed."""
+
+    recorded: bool
+    event: RunEvent | None = None
+
+
+def open_run(*, snapshot: dict | None = None, message: str = "", **fields) -> Run:
+    """
+    Create a run in status ``unknown`` with its first event, before Champ is asked.
+
+    Committed before the request goes out, so a crash mid-request leaves an
+    honest ``unknown`` run rather than nothing at all.
+    """
+    now = timezone.now()
+    fields.setdefault("triggered_at", now)
+    with transaction.atomic():
+        run = Run.objects.create(status=RunStatus.UNKNOWN, status_changed_at=now, **fields)
+        RunEvent.objects.create(
+            run=run,
+            seq=1,
+            from_status="",
+            to_status=RunStatus.UNKNOWN,
+            observed_at=now,
+            source=EventSource.TRIGGER,
+            snapshot=snapshot,
+            message=message or "Sending the trigger request to Champ.",
+        )
+    return run
+
+
+def record_status(
+    run: Run | int,
+    *,
+    seen: str,
+    new: str,
+    source: str,
+    snapshot: dict | None = None,
+    output: Any = _UNSET,
+    error: str | None = None,
+    message: str = "",
+    observed_at: datetime | None = None,
+    extra_fields: dict | None = None,
+) -> Change:
+    """
+    Move a run from ``seen`` to ``new`` if it is still ``seen``; append one event.
+
+    ``extra_fields`` are written in the same conditional update (e.g. the
+    ``champ_run_id`` the trigger response carries). Returns whether a change
+    was recorded; the in-memory ``run`` (if given) is refreshed on success.
+    """
+    if new not in RunStatus.values:
+        raise ValueError(f"unknown status {new!r}")
+    run_id = run if isinstance(run, int) else run.pk
+    if seen == new or seen in FINAL_STATUSES:
+        return Change(recorded=False)
+
+    now = observed_at or timezone.now()
+    values: dict[str, Any] = {"status": new, "status_changed_at": now, **(extra_fields or {})}
+    if new in FINAL_STATUSES:
+        values.update(finished_at=now, next_poll_at=None, lease_owner="", lease_until=None)
+    elif new not in OPEN_STATUSES:
+        # `unknown`: nothing to poll until someone links the Champ run.
+        values.update(next_poll_at=None)
+    if output is not _UNSET:
+        values["output"] = output
+    if error is not None:
+        values["error"] = error
+
+    with transaction.atomic():
+        updated = (
+            Run.objects.filter(pk=run_id, status=seen)
+            .exclude(status__in=FINAL_STATUSES)
+            .update(**values)
+        )
+        if not updated:
+            return Change(recorded=False)
+        # The UPDATE above holds the row lock (PostgreSQL) or the database
+        # write lock (SQLite, IMMEDIATE), so this max is stable.
+        last_seq = RunEvent.objects.filter(run_id=run_id).aggregate(m=Max("seq"))["m"] or 0
+        event = RunEvent.objects.create(
+            run_id=run_id,
+            seq=last_seq + 1,
+            from_status=seen,
+            to_status=new,
+            observed_at=now,
+            source=source,
+            snapshot=snapshot,
+            message=message,
+        )
+    logger.info("run %s: %s → %s (%s)", run_id, seen, new, source)
+    if isinstance(run, Run):
+        run.refresh_from_db()
+    return Change(recorded=True, event=event)
+
+
+def observe_status(
+    run: Run | int,
+    *,
+    new: str,
+    source: str,
+    snapshot: dict | None = None,
+    output: Any = _UNSET,
+    error: str | None = None,
+    message: str = "",
+) -> Change:
+    """
+    Record that Champ now reports ``new`` for this run, whatever it was before.
+
+    For observers that do not know the status the portal last stored (a
+    webhook): reads it, then goes through ``record_status()``; if another
+    writer got there in between, looks again. A final status is never left.
+    """
+    run_id = run if isinstance(run, int) else run.pk
+    for _attempt in range(3):
+        current = Run.objects.filter(pk=run_id).values_list("status", flat=True).first()
+        if current is None or current == new or current in FINAL_STATUSES:
+            return Change(recorded=False)
+        change = record_status(
+            run,
+            seen=current,
+            new=new,
+            source=source,
+            snapshot=snapshot,
+            output=output,
+            error=error,
+            message=message,
+        )
+        if change.recorded:
+            return change
+    return Change(recorded=False)

@@ -1,0 +1,112 @@
+"""Settings: embedded defaults work with nothing set; bad values fail loudly."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_manage(*args, env_overrides: dict, tmp_path: Path):
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("CHAMP_PORTAL_", "DATABASE_URL", "CHAMP_API_BASE"))
+    }
+    env.update({"CHAMP_PORTAL_VAR_DIR": str(tmp_path / "var"), **env_overrides})
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_unset_environment_gives_working_defaults(tmp_path):
+    result = run_manage("check", env_overrides={}, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    var = tmp_path / "var"
+    for name in ("secret_key", "token_keys"):
+        path = var / name
+        assert path.exists()
+        assert (path.stat().st_mode & 0o777) == 0o600
+    Fernet(var.joinpath("token_keys").read_text().strip())  # a valid key
+
+
+def test_generated_secrets_are_stable_across_restarts(tmp_path):
+    run_manage("check", env_overrides={}, tmp_path=tmp_path)
+    first = (tmp_path / "var" / "token_keys").read_text()
+    run_manage("check", env_overrides={}, tmp_path=tmp_path)
+    assert (tmp_path / "var" / "token_keys").read_text() == first
+
+
+@pytest.mark.parametrize(
+    "garbled", ["not-a-key", "", "  ,  ", Fernet.generate_key().decode()[:-4]]
+)
+def test_malformed_token_keys_fail_check_with_a_clear_message(tmp_path, garbled):
+    result = run_manage(
+        "check", env_overrides={"CHAMP_PORTAL_TOKEN_KEYS": garbled}, tmp_path=tmp_path
+    )
+    assert result.returncode != 0
+    assert "CHAMP_PORTAL_TOKEN_KEYS" in result.stderr
+    if garbled.strip(" ,"):
+        assert garbled not in result.stderr  # key material is never echoed
+
+
+def test_bad_boolean_names_the_variable(tmp_path):
+    result = run_manage("check", env_overrides={"CHAMP_PORTAL_DEBUG": "maybe"}, tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert "CHAMP_PORTAL_DEBUG" in result.stderr
+
+
+def test_unknown_broker_names_the_variable(tmp_path):
+    result = run_manage(
+        "check", env_overrides={"CHAMP_PORTAL_BROKER": "amqp://x"}, tmp_path=tmp_path
+    )
+    assert result.returncode != 0
+    assert "CHAMP_PORTAL_BROKER" in result.stderr
+
+
+def test_redis_broker_url_configures_django_q(tmp_path):
+    result = run_manage(
+        "shell",
+        "-v",
+        "0",
+        "-c",
+        "from django.conf import settings as s; "
+        "print(s.Q_CLUSTER.get('redis'), s.Q_CLUSTER.get('orm'))",
+        env_overrides={"CHAMP_PORTAL_BROKER": "redis://127.0.0.1:6379/3"},
+        tmp_path=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["redis://127.0.0.1:6379/3", "None"]
+
+
+def test_embedded_default_uses_the_orm_broker_with_safe_retry(settings):
+    q = settings.Q_CLUSTER
+    assert q["orm"] == "default"
+    assert q["retry"] > q["timeout"]
+    assert q["ack_failures"] is True
+    assert q["catch_up"] is False
+
+
+def test_deploy_checks_pass_with_production_settings(tmp_path):
+    result = run_manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        env_overrides={
+            "CHAMP_PORTAL_SECRET_KEY": "x" * 20
+            + "-production-secret-key-with-enough-entropy-1234",
+            "CHAMP_PORTAL_ALLOWED_HOSTS": "portal.example.com",
+        },
+        tmp_path=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
