@@ -552,3 +552,29 @@ class AuditEntry(AppendOnlyModel):
         }
         blob = self.prev_hash + json.dumps(content, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# --- Poller bookkeeping -----------------------------------------------------------
+
+
+class SweepSlot(models.Model):
+    """
+    One of a fixed number of places a ``poll_sweep`` may run in.
+
+    A sweep claims a free or stale slot with a conditional update and renews
+    ``heartbeat_at`` while it runs; the watchdog schedule restarts sweeps
+    whose heartbeat went stale (a crashed worker).
+    """
+
+    number = models.PositiveSmallIntegerField(unique=True)
+    owner = models.CharField(max_length=64, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    polls = models.PositiveBigIntegerField(default=0, help_text="Polls done by the current sweep.")
+
+    class Meta:
+        ordering = ["number"]
+        verbose_name = "sweep slot"
+
+    def __str__(self):
+        return f"sweep slot {self.number}"
