@@ -48,6 +48,20 @@ def env_int(name: str, default: int) -> int:
     return value
 
 
+def env_float(name: str, default: float) -> float:
+    """Parse a non-negative number variable."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise ImproperlyConfigured(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     """Parse a comma-separated list variable."""
     raw = os.environ.get(name)

@@ -6,6 +6,7 @@ nothing set (the "embedded default": SQLite + django-q2's ORM broker, secrets
 generated once into ``var/``). See the README's "Configuration" section.
 """
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -13,6 +14,7 @@ import dj_database_url
 from champ_portal.env import (
     env,
     env_bool,
+    env_float,
     env_int,
     env_list,
     secret_from_env_or_file,
@@ -100,7 +102,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;"
         ),
     }
-    DATABASES["default"]["TEST"] = {"NAME": env("CHAMP_PORTAL_TEST_DB", "") or None}
+    # A file, not :memory:, so tests can start real qcluster processes on it;
+    # one per test process (removed at the end of the run).
+    DATABASES["default"]["TEST"] = {
+        "NAME": env("CHAMP_PORTAL_TEST_DB", str(VAR_DIR / f"test_{os.getpid()}.sqlite3"))
+    }
 IS_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -164,7 +170,9 @@ CHAMP_PORTAL_TRUSTED_PROXIES = env_list("CHAMP_PORTAL_TRUSTED_PROXIES", [])
 CHAMP_PORTAL_BROKER = env("CHAMP_PORTAL_BROKER", "orm")
 Q_CLUSTER = {
     "name": env("CHAMP_PORTAL_CLUSTER_NAME", "champ_portal"),
-    "workers": env_int("CHAMP_PORTAL_WORKERS", 2),
+    # A sweep occupies a worker for up to CHAMP_POLL_SWEEP_SECONDS: keep one
+    # more worker than sweeps for the watchdog and other tasks.
+    "workers": env_int("CHAMP_PORTAL_WORKERS", 2 if IS_SQLITE else 3),
     "timeout": 90,
     "retry": 120,
     "max_attempts": 2,
@@ -196,11 +204,16 @@ CACHES = {
 }
 
 # --- Champ poller -----------------------------------------------------------
-CHAMP_POLL_MAX_SWEEPS = env_int("CHAMP_POLL_MAX_SWEEPS", 2)
+# SQLite has one writer at a time, so one sweep (with 50 concurrent polls) is
+# the embedded default; PostgreSQL takes several, on several machines.
+CHAMP_POLL_MAX_SWEEPS = env_int("CHAMP_POLL_MAX_SWEEPS", 1 if IS_SQLITE else 4)
 CHAMP_POLL_BATCH_SIZE = env_int("CHAMP_POLL_BATCH_SIZE", 200)
 CHAMP_POLL_CONCURRENCY = env_int("CHAMP_POLL_CONCURRENCY", 50)
 CHAMP_POLL_SWEEP_SECONDS = env_int("CHAMP_POLL_SWEEP_SECONDS", 50)
+# The fastest a run is polled (young or just changed); slower runs scale from it.
+CHAMP_POLL_INTERVAL_SECONDS = env_float("CHAMP_POLL_INTERVAL_SECONDS", 1.0)
 CHAMP_POLL_LEASE_SECONDS = env_int("CHAMP_POLL_LEASE_SECONDS", 30)
+CHAMP_POLL_HEARTBEAT_STALE_SECONDS = env_int("CHAMP_POLL_HEARTBEAT_STALE_SECONDS", 20)
 
 # --- Logging ----------------------------------------------------------------
 LOGGING = {

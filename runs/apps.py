@@ -6,4 +6,10 @@ class RunsConfig(AppConfig):
     verbose_name = "Champ runs"
 
     def ready(self):
+        from django.db.models.signals import post_migrate
+
         from runs import checks, signals  # noqa: F401  (registers checks and receivers)
+        from runs.tasks import ensure_watchdog_schedule
+
+        # Never at import time: the schedule row is created after migrations.
+        post_migrate.connect(ensure_watchdog_schedule, sender=self)

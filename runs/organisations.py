@@ -10,7 +10,15 @@ import secrets
 from django.db import transaction
 from django.utils import timezone
 
-from runs.models import ApiToken, AuditAction, AuditEntry, Membership, Organisation, Role
+from runs.models import (
+    ApiToken,
+    AuditAction,
+    AuditEntry,
+    Membership,
+    Organisation,
+    Role,
+    Run,
+)
 
 
 @transaction.atomic
@@ -108,6 +116,7 @@ def token_add(*, organisation: Organisation, label: str, secret: str, user, ip=N
     token = ApiToken(organisation=organisation, label=label, created_by=user)
     token.set_secret(secret)
     token.save()
+    _resume_polling(organisation)
     AuditEntry.objects.record(
         action=AuditAction.TOKEN_ADDED,
         actor=user,
@@ -117,6 +126,15 @@ def token_add(*, organisation: Organisation, label: str, secret: str, user, ip=N
         ip=ip,
     )
     return token
+
+
+def _resume_polling(organisation: Organisation) -> None:
+    """Runs that waited for a valid token are due again, and a sweep is kicked."""
+    from runs.tasks import kick_poller
+
+    waiting = Run.objects.open().filter(organisation=organisation)
+    if waiting.update(next_poll_at=timezone.now()):
+        transaction.on_commit(kick_poller)
 
 
 @transaction.atomic

@@ -1,0 +1,298 @@
+"""
+One sweep's polling machinery: poll a batch of leased runs concurrently and
+record what Champ said.
+
+The ORM is synchronous and must stay out of the event loop, so the loop runs
+in a background thread owning one ``champ.AsyncChamp`` connection pool for
+the whole sweep, and the calling (task) thread does all the database work:
+load the batch → poll it concurrently in the loop → record changes through
+``runs.lifecycle`` and set each run's next poll.
+"""
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from runs import champ, lifecycle
+from runs.crypto import TokenDecryptError
+from runs.models import FINAL_STATUSES, ApiToken, EventSource, Run, RunStatus
+from runs.organisations import token_mark_rejected
+
+logger = logging.getLogger(__name__)
+
+#: How long a decrypted token is reused before its row is looked at again
+#: (so a revocation takes effect within this time).
+TOKEN_CACHE_SECONDS = 10.0
+#: When an organisation has no usable token, look again this often.
+NO_TOKEN_RETRY_SECONDS = 30.0
+MAX_BACKOFF_SECONDS = 300.0
+
+
+def next_poll_delay(
+    *,
+    age: float,
+    since_change: float,
+    status: str,
+    failures: int = 0,
+    retry_after: float | None = None,
+    interval: float = 1.0,
+    jitter: random.Random | None = None,
+) -> float:
+    """
+    Seconds until a run should be polled again.
+
+    Healthy, with the default ``interval`` of 1 s: about 1 s while the run is
+    young or changed in the last 30 s, slower as it keeps running (2 s after a
+    minute, 5 s after ten, 15 s after an hour); a run suspended for more than
+    30 s waits on an outside signal, so 10 s. Failing: capped exponential back-off
+    with jitter (about 1, 2, 4 … 300 s). Never sooner than ``retry_after``.
+    """
+    rng = jitter or random
+    if failures:
+        ceiling = min(MAX_BACKOFF_SECONDS, interval * 2.0 ** min(failures - 1, 16))
+        delay = ceiling / 2 + rng.uniform(0, ceiling / 2)
+    else:
+        if since_change < 30:
+            factor = 1.0
+        elif status == RunStatus.SUSPENDED:
+            factor = 10.0
+        elif age < 60:
+            factor = 1.0
+        elif age < 600:
+            factor = 2.0
+        elif age < 3600:
+            factor = 5.0
+        else:
+            factor = 15.0
+        delay = interval * factor * rng.uniform(0.9, 1.1)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+@dataclass
+class BatchResult:
+    polls: int = 0
+    changes: int = 0
+
+
+@dataclass
+class _Outcome:
+    run: Run
+    token: ApiToken | None
+    result: Any  # champ.WorkflowRun, champ.ChampError, or a str (no usable token)
+
+
+class _LoopThread:
+    """An asyncio event loop in a daemon thread, fed coroutines from sync code."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine, timeout: float | None = None):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        self.loop.close()
+
+
+class Poller:
+    """
+    Polls batches of runs for one sweep. Use as a context manager.
+
+    ``transport`` lets tests poll the in-process simulator.
+    """
+
+    def __init__(self, *, owner: str, transport=None, max_connections: int | None = None):
+        self.owner = owner
+        self._transport = transport
+        self._max_connections = max_connections or settings.CHAMP_POLL_CONCURRENCY
+        self._tokens: dict[int, tuple[float, ApiToken | None, str | None]] = {}
+
+    def __enter__(self):
+        self._loop = _LoopThread()
+        self._champ = champ.AsyncChamp(
+            max_connections=self._max_connections, transport=self._transport
+        )
+        self._loop.run(self._champ.__aenter__())
+        return self
+
+    def __exit__(self, *exc_info):
+        try:
+            self._loop.run(self._champ.aclose(), timeout=10)
+        finally:
+            self._loop.stop()
+
+    # --- tokens ---------------------------------------------------------------------
+
+    def _token_for(self, run: Run) -> tuple[ApiToken | None, str | None]:
+        """The token to poll with: the run's own while usable, else the org's newest."""
+        cached = self._tokens.get(run.organisation_id)
+        if cached and time.monotonic() - cached[0] < TOKEN_CACHE_SECONDS:
+            return cached[1], cached[2]
+        active = ApiToken.objects.active().filter(organisation_id=run.organisation_id)
+        token = plaintext = None
+        for candidate in active.order_by("-created_at"):
+            try:
+                plaintext = candidate.reveal()
+            except TokenDecryptError:
+                continue
+            token = candidate
+            break
+        self._tokens[run.organisation_id] = (time.monotonic(), token, plaintext)
+        return token, plaintext
+
+    def _forget_token(self, organisation_id: int) -> None:
+        self._tokens.pop(organisation_id, None)
+
+    # --- one batch ------------------------------------------------------------------
+
+    def poll(self, run_ids: list[int]) -> BatchResult:
+        """Poll the leased runs ``run_ids`` once each and record the outcomes."""
+        runs = list(
+            Run.objects.filter(pk__in=run_ids, lease_owner=self.owner).select_related(
+                "organisation"
+            )
+        )
+        jobs = []
+        for run in runs:
+            token, plaintext = self._token_for(run)
+            jobs.append((run, token, plaintext))
+        outcomes = self._loop.run(self._poll_all(jobs))
+        return self._record(outcomes)
+
+    async def _poll_all(self, jobs) -> list[_Outcome]:
+        async def one(run: Run, token: ApiToken | None, plaintext: str | None) -> _Outcome:
+            if plaintext is None:
+                return _Outcome(run, None, "no usable API token")
+            try:
+                result = await self._champ.fetch_run(
+                    base_url=run.organisation.api_base_url,
+                    token=plaintext,
+                    workflow_id=run.workflow_id,
+                    run_id=run.champ_run_id,
+                    url=run.champ_url or None,
+                )
+            except champ.ChampError as exc:
+                result = exc
+            return _Outcome(run, token, result)
+
+        return await asyncio.gather(*(one(*job) for job in jobs))
+
+    def _record(self, outcomes: list[_Outcome]) -> BatchResult:
+        now = timezone.now()
+        result = BatchResult()
+        rejected_tokens: dict[int, ApiToken] = {}
+        used_tokens: set[int] = set()
+        # One transaction per batch: one commit (one fsync on SQLite) for
+        # hundreds of polls; each change still gets its own event.
+        with transaction.atomic():
+            for outcome in outcomes:
+                changed = self._record_one(outcome, now, rejected_tokens, used_tokens)
+                result.polls += 1
+                result.changes += int(changed)
+            if used_tokens:
+                ApiToken.objects.filter(pk__in=used_tokens).update(last_used_at=now)
+        for token in rejected_tokens.values():
+            token_mark_rejected(token)
+            self._forget_token(token.organisation_id)
+        return result
+
+    def _record_one(self, outcome: _Outcome, now, rejected_tokens, used_tokens) -> bool:
+        run, response = outcome.run, outcome.result
+        age = (now - run.triggered_at).total_seconds()
+        since_change = (now - run.status_changed_at).total_seconds()
+        status, changed = run.status, False
+        failures, retry_after, error = 0, None, ""
+
+        if isinstance(response, champ.WorkflowRun):
+            if outcome.token is not None:
+                used_tokens.add(outcome.token.pk)
+            if response.status != run.status:
+                extra = {"output": response.output} if response.status in FINAL_STATUSES else {}
+                change = lifecycle.record_status(
+                    run.pk,
+                    seen=run.status,
+                    new=response.status,
+                    source=EventSource.POLL,
+                    snapshot=response.raw,
+                    observed_at=now,
+                    **extra,
+                )
+                changed = change.recorded
+                status, since_change = response.status, 0.0
+        elif isinstance(response, champ.ChampNotFound):
+            # Champ no longer knows the run: close it rather than poll forever.
+            change = lifecycle.record_status(
+                run.pk,
+                seen=run.status,
+                new=RunStatus.FAILED,
+                source=EventSource.POLL,
+                snapshot={"http_status": 404, "error": response.message},
+                error=f"Champ answered 404 for this run: {response.message}",
+                message="Run not found at Champ",
+                observed_at=now,
+            )
+            return change.recorded
+        elif isinstance(response, champ.ChampAuthError):
+            rejected_tokens[outcome.token.pk] = outcome.token
+            error = (
+                f"Champ rejected the token {outcome.token.hint} (401). Polling resumes "
+                "when the organisation has a valid token."
+            )
+            retry_after = NO_TOKEN_RETRY_SECONDS
+        elif isinstance(response, champ.ChampError):
+            failures = run.poll_failures + 1
+            retry_after = response.retry_after
+            error = f"{response.message} (attempt {failures}; retrying with back-off)"
+        else:  # no usable token
+            error = (
+                "No usable API token for this organisation: add or re-enter one on the "
+                "organisation page. Polling resumes then."
+            )
+            retry_after = NO_TOKEN_RETRY_SECONDS
+
+        values = {
+            "last_polled_at": now,
+            "poll_attempts": F("poll_attempts") + 1,
+            "poll_failures": failures,
+            "last_poll_error": error,
+            "lease_owner": "",
+            "lease_until": None,
+        }
+        if status not in FINAL_STATUSES:
+            delay = next_poll_delay(
+                age=age,
+                since_change=since_change,
+                status=status,
+                failures=failures,
+                retry_after=retry_after,
+                interval=settings.CHAMP_POLL_INTERVAL_SECONDS,
+            )
+            values["next_poll_at"] = now + timedelta(seconds=delay)
+        if status in FINAL_STATUSES:
+            # The lifecycle already released the lease and cleared next_poll_at.
+            for key in ("lease_owner", "lease_until"):
+                values.pop(key)
+            Run.objects.filter(pk=run.pk).update(**values)
+        else:
+            # Only while this sweep still holds the lease, and never on a run
+            # that went final meanwhile (a webhook): its next_poll_at stays NULL.
+            Run.objects.filter(pk=run.pk, lease_owner=self.owner).exclude(
+                status__in=FINAL_STATUSES
+            ).update(**values)
+        return changed
