@@ -296,3 +296,41 @@ class Poller:
                 status__in=FINAL_STATUSES
             ).update(**values)
         return changed
+
+
+def poller_status() -> dict:
+    """The poller at a glance, for ``manage.py poll_status`` and the dashboard."""
+    from django.db.models import Count, Min
+
+    from runs.models import SweepSlot
+
+    now = timezone.now()
+    open_runs = Run.objects.open()
+    due = open_runs.filter(next_poll_at__lte=now)
+    oldest = due.aggregate(m=Min("next_poll_at"))["m"]
+    stale_after = settings.CHAMP_POLL_HEARTBEAT_STALE_SECONDS
+    sweeps = []
+    for slot in SweepSlot.objects.order_by("number"):
+        age = (now - slot.heartbeat_at).total_seconds() if slot.heartbeat_at else None
+        sweeps.append(
+            {
+                "number": slot.number,
+                "owner": slot.owner,
+                "polls": slot.polls,
+                "heartbeat_age_seconds": age,
+                "stale": bool(slot.owner) and (age is None or age > stale_after),
+            }
+        )
+    return {
+        "open_runs": open_runs.count(),
+        "open_by_status": dict(
+            open_runs.order_by()
+            .values_list("status")
+            .annotate(n=Count("id"))
+            .values_list("status", "n")
+        ),
+        "due_runs": due.count(),
+        "oldest_overdue_seconds": (now - oldest).total_seconds() if oldest else None,
+        "runs_with_poll_errors": open_runs.exclude(last_poll_error="").count(),
+        "sweeps": sweeps,
+    }

@@ -275,3 +275,21 @@ def test_watchdog_schedule_exists_once_after_migrate(db):
 def test_next_poll_delay_backs_off_as_documented(kwargs, low, high):
     for _ in range(50):
         assert low <= next_poll_delay(**kwargs) <= high
+
+
+def test_poll_status_reports_open_due_and_overdue_runs_and_sweeps(org, capsys):
+    from django.core.management import call_command
+
+    for _ in range(3):
+        start_run(org, simulator.WORKFLOW_SLOW)
+    Run.objects.update(next_poll_at=timezone.now() - timedelta(seconds=42))
+    tasks._ensure_slots()
+    SweepSlot.objects.filter(number=1).update(owner="sweep-x", heartbeat_at=timezone.now())
+    call_command("poll_status")
+    out = capsys.readouterr().out
+    assert "Open runs:            3" in out
+    assert "Due now:              3" in out
+    assert "Oldest overdue poll:  42" in out
+    assert "slot 1: sweep-x" in out
+    call_command("poll_status", "--json")
+    assert '"open_by_status": {\n    "pending": 3' in capsys.readouterr().out
