@@ -34,8 +34,31 @@ run: install
 	CHAMP_SIM_WEBHOOK_URL=http://127.0.0.1:$(PORT)/hooks/champ/demo/ \
 	$(BIN)/honcho start
 
+# The suite runs twice: on the embedded default (SQLite + ORM broker), then on
+# PostgreSQL + Redis when they answer. Under CI (CI=true) the second leg is
+# required: missing services fail the run instead of skipping it.
+SCALED_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/champ_portal
+SCALED_BROKER_URL ?= redis://127.0.0.1:6379/15
+
 test: install
-	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory test-default
+	$(MAKE) --no-print-directory test-scaled
+
+test-default: install
+	@echo "== Test leg 1/2: embedded default (SQLite + ORM broker) =="
+	env -u DATABASE_URL -u CHAMP_PORTAL_BROKER $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-scaled: install
+	@if SCALED_DATABASE_URL=$(SCALED_DATABASE_URL) SCALED_BROKER_URL=$(SCALED_BROKER_URL) \
+	    $(BIN)/python scripts/scaled_services.py; then \
+	  echo "== Test leg 2/2: PostgreSQL + Redis broker =="; \
+	  DATABASE_URL=$(SCALED_DATABASE_URL) CHAMP_PORTAL_BROKER=$(SCALED_BROKER_URL) \
+	  CHAMP_PORTAL_CLUSTER_NAME=champ_portal_test_$$$$ $(BIN)/python -m pytest $(PYTEST_ARGS); \
+	elif [ -n "$$CI" ]; then \
+	  echo "CI: PostgreSQL and Redis are required for the scaled test leg." >&2; exit 1; \
+	else \
+	  echo "== Test leg 2/2 SKIPPED: PostgreSQL (127.0.0.1:5432) or Redis (127.0.0.1:6379) is not running =="; \
+	fi
 
 bench: install
 	$(BIN)/python -m tests.bench

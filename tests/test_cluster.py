@@ -37,6 +37,9 @@ def org(make_org, alice, server):
 
 @pytest.fixture
 def clusters(tmp_path):
+    from django_q.brokers import get_broker
+
+    get_broker().purge_queue()  # nothing left over from another test
     started = []
 
     def start(**env):
@@ -54,10 +57,16 @@ def all_final():
     return not Run.objects.open().exists()
 
 
+def started(cluster):
+    wait_until(lambda: "running." in cluster.output(), timeout=30, message=cluster.output())
+    return cluster
+
+
 def test_a_real_cluster_drives_every_workflow_to_its_scripted_end(org, clusters, sim):
+    # Cluster first: the scripted steps last ~1 s, less than a cold start.
+    cluster = started(clusters())
     runs = {wf: start_run(org, wf, {"wf": wf}) for wf in SCRIPTED}
     tasks.kick_poller()
-    cluster = clusters()
     wait_until(all_final, timeout=60, message="runs still open:\n" + cluster.output())
     for workflow_id, run in runs.items():
         run.refresh_from_db()
@@ -69,9 +78,9 @@ def test_a_cluster_killed_mid_sweep_loses_nothing_and_duplicates_nothing(org, cl
     sim.register_workflow(
         9001, [("pending", 1.0), ("in_progress", 6.0), ("completed", 0)], output={"ok": True}
     )
+    first = started(clusters())
     runs = [start_run(org, 9001, {"i": i}) for i in range(20)]
     tasks.kick_poller()
-    first = clusters()
     wait_until(
         lambda: Run.objects.filter(status="in_progress").count() >= 10,
         timeout=60,
@@ -79,7 +88,7 @@ def test_a_cluster_killed_mid_sweep_loses_nothing_and_duplicates_nothing(org, cl
     )
     first.kill()  # SIGKILL mid-sweep: leases and the sweep slot are left behind
     assert Run.objects.open().exists()
-    second = clusters()
+    second = started(clusters())
     # What the one-minute schedule runs: it restarts polling once the dead
     # sweep's heartbeat is stale.
     wait_until(lambda: tasks.poll_watchdog() == "sweep enqueued", timeout=30)

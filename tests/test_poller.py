@@ -41,6 +41,26 @@ def server(sim):
 
 
 @pytest.fixture
+def broker(db):
+    """The configured django-q2 broker (ORM or Redis), emptied."""
+    from django_q.brokers import get_broker
+
+    broker = get_broker()
+    broker.purge_queue()
+    yield broker
+    broker.purge_queue()
+
+
+def queued_payloads(broker) -> list[str]:
+    """The signed task packages waiting in the broker."""
+    from django_q.models import OrmQ
+
+    if hasattr(broker, "connection") and hasattr(broker.connection, "lrange"):
+        return [item.decode() for item in broker.connection.lrange(broker.list_key, 0, -1)]
+    return list(OrmQ.objects.values_list("payload", flat=True))
+
+
+@pytest.fixture
 def fast_polling(settings):
     settings.CHAMP_POLL_INTERVAL_SECONDS = 0.05
     settings.CHAMP_POLL_BATCH_SIZE = 50
@@ -216,27 +236,27 @@ def test_final_runs_are_never_claimed(org):
     assert tasks.claim_due_runs("x", limit=5) == []
 
 
-def test_kick_enqueues_a_sweep_only_when_a_slot_is_free(org, settings):
-    from django_q.models import OrmQ
-
+def test_kick_enqueues_a_sweep_only_when_a_slot_is_free(org, settings, broker):
     settings.CHAMP_POLL_MAX_SWEEPS = 1
     assert tasks.kick_poller() is True
-    assert OrmQ.objects.count() == 1
+    assert broker.queue_size() == 1
     SweepSlot.objects.filter(number=1).update(owner="busy", heartbeat_at=timezone.now())
     assert tasks.kick_poller() is False
-    assert OrmQ.objects.count() == 1
+    assert broker.queue_size() == 1
     # A dead sweep (stale heartbeat) frees its slot.
     SweepSlot.objects.filter(number=1).update(heartbeat_at=timezone.now() - timedelta(hours=1))
     assert tasks.kick_poller() is True
 
 
-def test_broker_rows_carry_no_token(org, token_a):
-    from django_q.models import OrmQ
+def test_broker_messages_carry_no_token(org, token_a, broker):
+    from django_q.signing import SignedPackage
 
     tasks.kick_poller()
-    for row in OrmQ.objects.all():
-        assert simulator.DEMO_TOKEN not in row.payload
-        task = row.task
+    messages = queued_payloads(broker)
+    assert messages
+    for payload in messages:
+        assert simulator.DEMO_TOKEN not in payload
+        task = SignedPackage.loads(payload)
         assert task["func"] == tasks.SWEEP_TASK
         assert task["args"] == () and not task.get("kwargs")
 
