@@ -128,19 +128,6 @@ CATALOGUE: dict[int, Workflow] = {
 }
 
 
-def demo_presets() -> list[dict]:
-    """One preset per catalogue workflow (``name, workflow_id, input, description``)."""
-    return [
-        {
-            "name": w.name.replace("-", " ").capitalize(),
-            "workflow_id": w.id,
-            "input": {"message": "Hello from the demo"} if w.id == WORKFLOW_ECHO else {},
-            "description": w.description,
-        }
-        for w in CATALOGUE.values()
-    ]
-
-
 class Hang(Exception):
     """Raised by :meth:`ChampSimulator.handle`: answer nothing (until the client times out)."""
 

@@ -32,7 +32,6 @@ from runs.simulator import (
     FakeClock,
     FaultConfig,
     WebhookConfig,
-    demo_presets,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +70,6 @@ def test_catalogue_scripts_the_documented_workflows():
     assert (
         not CATALOGUE[WORKFLOW_UNPUBLISHED].published and CATALOGUE[WORKFLOW_TICKETING].ticketing
     )
-    assert {p["workflow_id"] for p in demo_presets()} == set(CATALOGUE)
 
 
 @pytest.mark.parametrize(

@@ -20,13 +20,85 @@ DEMO_USERNAME = "demo"
 VIEWER_USERNAME = "viewer"
 DEMO_SLUG = "demo"
 
+#: One preset per runnable catalogue workflow of the simulator (see README).
+DEMO_PRESETS = [
+    {
+        "name": "Echo (completes in ~2 s)",
+        "workflow_id": simulator.WORKFLOW_ECHO,
+        "input": {"customer": "ACME", "priority": "high"},
+        "description": "pending → in_progress → completed; the output echoes the input.",
+    },
+    {
+        "name": "Slow report (~30 s)",
+        "workflow_id": simulator.WORKFLOW_SLOW,
+        "input": {"report": "monthly", "month": "2026-11"},
+        "description": "Stays in_progress for about 30 seconds, then completes.",
+    },
+    {
+        "name": "Always fails",
+        "workflow_id": simulator.WORKFLOW_FAILS,
+        "input": {"dry_run": False},
+        "description": "pending → in_progress → failed, with an error output.",
+    },
+    {
+        "name": "Needs approval (suspends, then resumes)",
+        "workflow_id": simulator.WORKFLOW_SUSPEND_RESUME,
+        "input": {"amount": 1200, "currency": "EUR"},
+        "description": "in_progress → suspended → in_progress → completed.",
+    },
+    {
+        "name": "Skipped",
+        "workflow_id": simulator.WORKFLOW_SKIPPED,
+        "input": {},
+        "description": "pending → skipped.",
+    },
+    {
+        "name": "Unpublished workflow (404)",
+        "workflow_id": simulator.WORKFLOW_UNPUBLISHED,
+        "input": {},
+        "description": "Champ answers 404: shows how a rejected trigger looks.",
+    },
+    {
+        "name": "Ticketing workflow (422)",
+        "workflow_id": simulator.WORKFLOW_TICKETING,
+        "input": {},
+        "description": "Champ answers 422: ticketing workflows cannot be started by API.",
+    },
+]
+
+
+def _private_file(name: str) -> Path:
+    path = Path(settings.VAR_DIR) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_private(path: Path, value: str) -> None:
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(value + "\n")
+
+
+def _demo_webhook_secret(organisation, user) -> None:
+    """
+    Give the demo organisation a webhook secret the simulator can present.
+
+    Written to var/demo_webhook_secret (0600) for the Procfile's simulator; kept
+    across re-runs while it still matches the stored hash.
+    """
+    path = _private_file("demo_webhook_secret")
+    if path.exists() and org_actions.webhook_secret_matches(
+        organisation, path.read_text().strip()
+    ):
+        return
+    secret = org_actions.webhook_secret_create(organisation=organisation, user=user)
+    _write_private(path, secret)
+
 
 def _demo_password() -> str:
-    path = Path(settings.VAR_DIR) / "demo_password"
+    path = _private_file("demo_password")
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(12) + "\n")
-        path.chmod(0o600)
+        _write_private(path, secrets.token_urlsafe(12))
     return path.read_text().strip()
 
 
@@ -68,7 +140,8 @@ class Command(BaseCommand):
                 secret=simulator.DEMO_TOKEN,
                 user=demo,
             )
-        for spec in simulator.demo_presets():
+        _demo_webhook_secret(organisation, demo)
+        for spec in DEMO_PRESETS:
             WorkflowPreset.objects.get_or_create(
                 organisation=organisation,
                 name=spec["name"],
