@@ -1,13 +1,16 @@
 """Forms: validation of everything a user types."""
 
+import json
 import re
+import secrets
+from urllib.parse import urlsplit
 
 from django import forms
 from django.contrib.auth import get_user_model
 from django.utils.text import slugify
 
 from runs.crypto import TOKEN_PREFIX
-from runs.models import Membership, Organisation, Role
+from runs.models import ApiToken, Membership, Organisation, Role, WorkflowPreset
 
 # Champ tokens are `api_` followed by random characters (CHAMP_API.md).
 TOKEN_RE = re.compile(r"^api_[A-Za-z0-9_\-\.]{8,256}$")
@@ -86,3 +89,305 @@ class MemberAddForm(forms.Form):
 
 class MemberRoleForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices)
+
+
+# --- Presets and runs ------------------------------------------------------------
+
+#: The largest run input accepted, as UTF-8 bytes of the JSON text.
+INPUT_MAX_BYTES = 64 * 1024
+#: Deeper nesting is refused: it only costs stack when the input is shown again.
+INPUT_MAX_DEPTH = 64
+DASHBOARD_URL_EXAMPLE = "https://dash.champ.ai/app/workflows/123"
+#: A one-time form nonce (``new_submission_key()`` makes 22 characters).
+SUBMISSION_KEY_RE = re.compile(r"^[A-Za-z0-9_\-]{16,64}$")
+_MAX_WORKFLOW_ID = 2**63 - 1  # PositiveBigIntegerField
+
+_JSON_KINDS = {
+    list: "an array",
+    str: "a string",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    type(None): "null",
+}
+
+
+def new_submission_key() -> str:
+    """A fresh one-time nonce for a form that starts a run."""
+    return secrets.token_urlsafe(16)
+
+
+def clean_submission_key(value) -> str | None:
+    """The nonce a form carried, or None when missing or malformed (no duplicate guard)."""
+    if isinstance(value, str) and SUBMISSION_KEY_RE.match(value):
+        return value
+    return None
+
+
+def parse_workflow_id(value) -> int:
+    """
+    A workflow id from what a user typed: ``123`` or the workflow's dashboard URL.
+
+    Champ's workflow id is the last segment of its dashboard URL
+    (``https://dash.champ.ai/app/workflows/<ID>``, CHAMP_API.md). Raises
+    ``ValidationError`` with a message that says what to type instead.
+    """
+    text = str(value).strip()
+    if "://" in text:
+        parts = urlsplit(text)
+        segments = [segment for segment in parts.path.split("/") if segment]
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or len(segments) < 2
+            or segments[-2] != "workflows"
+            or not segments[-1].isdecimal()
+        ):
+            raise forms.ValidationError(
+                f"That URL does not end in a workflow ID: paste a workflow's dashboard URL "
+                f"such as {DASHBOARD_URL_EXAMPLE}, or type the number.",
+                code="invalid_url",
+            )
+        text = segments[-1]
+    if not re.fullmatch(r"[+-]?\d+", text):
+        raise forms.ValidationError(
+            "Enter the workflow ID (a whole number) or paste the workflow's dashboard URL, "
+            f"e.g. {DASHBOARD_URL_EXAMPLE}.",
+            code="invalid",
+        )
+    number = int(text)
+    if number <= 0:
+        raise forms.ValidationError(
+            "The workflow ID must be a positive whole number (1 or more).", code="min_value"
+        )
+    if number > _MAX_WORKFLOW_ID:
+        raise forms.ValidationError("That workflow ID is too large.", code="max_value")
+    return number
+
+
+def _depth(value, limit: int) -> int:
+    """Nesting depth of a parsed JSON value, stopping once past ``limit``."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+def parse_json_object(text: str | None, *, what: str = "The input") -> dict:
+    """
+    Parse a run input typed by a user: a JSON object of at most 64 KB.
+
+    Empty text is ``{}`` (Champ accepts a run without input). Raises
+    ``ValidationError`` saying what is wrong and where (line and column).
+    """
+    text = (text or "").strip()
+    if not text:
+        return {}
+    size = len(text.encode("utf-8"))
+    if size > INPUT_MAX_BYTES:
+        raise forms.ValidationError(
+            f"{what} is {size / 1024:.1f} KB; the limit is {INPUT_MAX_BYTES // 1024} KB.",
+            code="too_large",
+        )
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise forms.ValidationError(
+            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.",
+            code="invalid_json",
+        ) from None
+    except ValueError as exc:  # NaN / Infinity
+        raise forms.ValidationError(
+            f"{what} is not valid JSON: {exc}.", code="invalid_json"
+        ) from None
+    except RecursionError:
+        raise forms.ValidationError(
+            f"{what} is nested too deeply (at most {INPUT_MAX_DEPTH} levels).", code="too_deep"
+        ) from None
+    if not isinstance(value, dict):
+        kind = _JSON_KINDS.get(type(value), type(value).__name__)
+        raise forms.ValidationError(
+            f'{what} must be a JSON object, got {kind}. Wrap it like {{"key": …}}.',
+            code="not_an_object",
+        )
+    if _depth(value, INPUT_MAX_DEPTH) > INPUT_MAX_DEPTH:
+        raise forms.ValidationError(
+            f"{what} is nested too deeply (at most {INPUT_MAX_DEPTH} levels).", code="too_deep"
+        )
+    return value
+
+
+class WorkflowIdField(forms.CharField):
+    """A positive workflow id, typed or pasted as the workflow's dashboard URL."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("label", "Workflow ID")
+        kwargs.setdefault(
+            "help_text",
+            f"The number at the end of the workflow's dashboard URL ({DASHBOARD_URL_EXAMPLE}); "
+            "pasting the whole URL works too.",
+        )
+        kwargs.setdefault(
+            "widget", forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"})
+        )
+        super().__init__(**kwargs)
+
+    def to_python(self, value):
+        text = super().to_python(value)
+        if text in self.empty_values:
+            return None
+        return parse_workflow_id(text)
+
+
+class JsonObjectField(forms.CharField):
+    """A JSON object typed into a textarea (see ``parse_json_object``)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("label", "Input (JSON)")
+        kwargs.setdefault(
+            "help_text",
+            'A JSON object handed to the workflow\'s Start node, e.g. {"customer_id": 42}. '
+            f"Leave empty for none. At most {INPUT_MAX_BYTES // 1024} KB.",
+        )
+        kwargs.setdefault(
+            "widget",
+            forms.Textarea(attrs={"rows": 12, "spellcheck": "false", "class": "json"}),
+        )
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        if isinstance(value, dict):
+            return json.dumps(value, indent=2, ensure_ascii=False)
+        return value
+
+    def to_python(self, value):
+        if isinstance(value, dict):
+            return value
+        return parse_json_object(super().to_python(value))
+
+
+class PresetForm(forms.ModelForm):
+    """Create or edit a preset; the organisation is chosen at creation only."""
+
+    workflow_id = WorkflowIdField()
+    input = JsonObjectField()
+    description = forms.CharField(
+        required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3})
+    )
+
+    class Meta:
+        model = WorkflowPreset
+        fields = ["organisation", "name", "workflow_id", "input", "description"]
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            del self.fields["organisation"]
+        else:
+            choices = Organisation.objects.for_user(user, Role.OPERATOR).order_by("name")
+            self.fields["organisation"].queryset = choices
+            self.fields["organisation"].help_text = "Only organisations where you can run."
+            if len(choices) == 1 and not self.initial.get("organisation"):
+                self.initial["organisation"] = choices[0].pk
+
+    def clean(self):
+        cleaned = super().clean()
+        organisation = cleaned.get("organisation") or (
+            self.instance.organisation if self.instance.organisation_id else None
+        )
+        name = cleaned.get("name")
+        if organisation and name:
+            clash = WorkflowPreset.objects.filter(organisation=organisation, name=name).exclude(
+                pk=self.instance.pk
+            )
+            if clash.exists():
+                self.add_error("name", f"{organisation} already has a preset called “{name}”.")
+        return cleaned
+
+
+class RunForm(forms.Form):
+    """
+    Start a run by hand: organisation, token (when there is a choice), workflow, input.
+
+    Pass ``preset`` when the form was opened from a preset: the run is
+    recorded as that preset's when it keeps the preset's organisation and
+    workflow (``cleaned_data["preset"]``).
+    """
+
+    organisation = forms.ModelChoiceField(queryset=Organisation.objects.none())
+    token = forms.TypedChoiceField(
+        label="API token",
+        required=False,
+        coerce=int,
+        empty_value=None,
+        help_text="Which of the organisation's tokens to send. Default: its newest active token.",
+    )
+    workflow_id = WorkflowIdField()
+    input = JsonObjectField()
+    submission_key = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
+
+    def __init__(self, *args, user, preset: WorkflowPreset | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.preset = preset
+        organisations = list(Organisation.objects.for_user(user, Role.OPERATOR).order_by("name"))
+        self.fields["organisation"].queryset = Organisation.objects.filter(
+            pk__in=[organisation.pk for organisation in organisations]
+        ).order_by("name")
+        if len(organisations) == 1 and not self.initial.get("organisation"):
+            self.initial["organisation"] = organisations[0].pk
+        tokens: dict[int, list[ApiToken]] = {}
+        for token in ApiToken.objects.active().filter(organisation__in=organisations):
+            tokens.setdefault(token.organisation_id, []).append(token)
+        self.fields["token"].choices = [("", "Newest active token")] + [
+            (
+                organisation.name,
+                [(token.pk, f"{token.label} ({token.hint})") for token in tokens[organisation.pk]],
+            )
+            for organisation in organisations
+            if organisation.pk in tokens
+        ]
+        # The choice is shown only when some organisation has several tokens;
+        # the field is validated either way.
+        self.show_token = any(len(group) > 1 for group in tokens.values())
+
+    def clean_submission_key(self):
+        return clean_submission_key(self.cleaned_data.get("submission_key"))
+
+    def clean(self):
+        cleaned = super().clean()
+        organisation = cleaned.get("organisation")
+        token_id = cleaned.get("token")
+        cleaned["token"] = None
+        if organisation is not None and token_id is not None:
+            candidates = ApiToken.objects.active().filter(organisation=organisation)
+            token = candidates.filter(pk=token_id).first()
+            if token is None:
+                self.add_error(
+                    "token",
+                    f"That token is not an active token of {organisation}: choose one of its "
+                    "tokens, or leave “Newest active token”.",
+                )
+            else:
+                cleaned["token"] = token
+        preset = self.preset
+        cleaned["preset"] = (
+            preset
+            if preset is not None
+            and not preset.archived
+            and organisation is not None
+            and preset.organisation_id == organisation.pk
+            and cleaned.get("workflow_id") == preset.workflow_id
+            else None
+        )
+        return cleaned

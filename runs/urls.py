@@ -1,6 +1,6 @@
 from django.urls import path
 
-from runs.views import dashboard, hooks, organisations
+from runs.views import dashboard, hooks, organisations, presets, runs
 
 urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
@@ -36,6 +36,19 @@ urlpatterns = [
         organisations.webhook_secret_create,
         name="webhook_secret_create",
     ),
+    # Presets and starting runs.
+    path("presets/", presets.preset_list, name="preset_list"),
+    path("presets/new/", presets.preset_create, name="preset_create"),
+    path("presets/<int:pk>/", presets.preset_detail, name="preset_detail"),
+    path("presets/<int:pk>/edit/", presets.preset_edit, name="preset_edit"),
+    path("presets/<int:pk>/archive/", presets.preset_archive, name="preset_archive"),
+    path("presets/<int:pk>/unarchive/", presets.preset_unarchive, name="preset_unarchive"),
+    path("presets/<int:pk>/run/", presets.preset_run, name="preset_run"),
+    path("runs/new/", runs.run_create, name="run_create"),
+    path("runs/active/", dashboard.active_runs, name="active_runs"),
+    path("runs/<int:pk>/", runs.run_detail, name="run_detail"),
+    path("runs/<int:pk>/live/", runs.run_live, name="run_live"),
+    path("runs/<int:pk>/again/", runs.run_again, name="run_again"),
     # Champ's webhook deliveries (CSRF-exempt, authenticated by the org's secret).
     path("hooks/champ/<slug:slug>/", hooks.champ_webhook, name="champ_webhook"),
 ]
