@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 SWEEP_TASK = "runs.tasks.poll_sweep"
 WATCHDOG_TASK = "runs.tasks.poll_watchdog"
 WATCHDOG_SCHEDULE_NAME = "champ-portal: poll watchdog"
+#: A sweep facing a backlog asks for a helper sweep at most this often.
+SCALE_UP_SECONDS = 5.0
 
 
 # --- Starting sweeps --------------------------------------------------------------
@@ -171,6 +173,7 @@ def poll_sweep(max_seconds: float | None = None, idle_exit_seconds: float = 5.0)
     started = time.monotonic()
     polls = changes = 0
     idle_since = None
+    last_scale_up = started
     try:
         with polling.Poller(owner=owner) as poller:
             while time.monotonic() - started < max_seconds:
@@ -180,6 +183,14 @@ def poll_sweep(max_seconds: float | None = None, idle_exit_seconds: float = 5.0)
                 ids = claim_due_runs(owner, limit=settings.CHAMP_POLL_BATCH_SIZE)
                 if ids:
                     idle_since = None
+                    if (
+                        len(ids) == settings.CHAMP_POLL_BATCH_SIZE
+                        and time.monotonic() - last_scale_up > SCALE_UP_SECONDS
+                    ):
+                        # A full batch means a backlog: let another sweep help
+                        # (if a slot is free; with one slot this is a no-op).
+                        last_scale_up = time.monotonic()
+                        kick_poller()
                     result = poller.poll(ids)
                     polls += result.polls
                     changes += result.changes

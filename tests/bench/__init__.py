@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): measured side by side with a baseline, never asserted."""
