@@ -102,10 +102,6 @@ class ChampError(Exception):
         self.retry_after = retry_after
         self.not_sent = False
 
-    @property
-    def _not_sent(self) -> bool:  # kept for callers written against the first draft
-        return self.not_sent
-
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({self.message!r}, status_code={self.status_code}, "

@@ -37,6 +37,15 @@ STATUSES = ("pending", "in_progress", "completed", "failed", "suspended", "skipp
 TERMINAL = frozenset({"completed", "failed", "skipped"})
 FIRST_RUN_ID = 10001  # far from workflow ids, so the two are never confused
 
+
+def time_based_first_run_id() -> int:
+    """A first run id that a restarted simulator does not reuse (milliseconds since 1970).
+
+    Real Champ never reuses a run id; a simulator that restarted at 10001 would
+    hand the portal ids it already stored for earlier runs.
+    """
+    return int(time.time() * 1000)
+
 WORKFLOW_ECHO = 101
 WORKFLOW_SLOW = 102
 WORKFLOW_FAILS = 103
@@ -257,6 +266,7 @@ class ChampSimulator:
         webhook: WebhookConfig | None = None,
         time_scale: float = 1.0,
         workflows: Iterable[Workflow] = (),
+        first_run_id: int = FIRST_RUN_ID,
     ) -> None:
         # A mapping token -> organisation scopes runs to an organisation; a
         # plain list puts every token in one organisation ("demo").
@@ -272,7 +282,7 @@ class ChampSimulator:
         self.workflows = dict(CATALOGUE)
         self.workflows.update((w.id, w) for w in workflows)
         self._wall_offset = time.time() - clock()
-        self._ids = itertools.count(FIRST_RUN_ID)
+        self._ids = itertools.count(first_run_id)
         self._lock = threading.Lock()
         self.reset()
 

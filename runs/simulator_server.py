@@ -30,6 +30,7 @@ from runs.simulator import (
     FaultConfig,
     Hang,
     WebhookConfig,
+    time_based_first_run_id,
 )
 
 logger = logging.getLogger("runs.simulator")
@@ -311,7 +312,11 @@ def simulator_from_options(options: Mapping[str, Any]) -> ChampSimulator:
     if not options["tokens"]:
         raise ValueError("at least one token is required")
     return ChampSimulator(
-        tokens=options["tokens"], faults=faults, webhook=webhook, time_scale=options["time_scale"]
+        tokens=options["tokens"],
+        faults=faults,
+        webhook=webhook,
+        time_scale=options["time_scale"],
+        first_run_id=time_based_first_run_id(),
     )
 
 

@@ -245,7 +245,7 @@ def _send(run: Run, token: ApiToken) -> TriggerOutcome:
     except champ.ChampOutcomeUnknown as exc:
         return _unknown(run, exc)
     except champ.ChampUnavailable as exc:
-        if exc._not_sent:
+        if exc.not_sent:
             text = (
                 f"Not started: Champ could not be reached at {organisation.api_base_url}, "
                 "so it did not receive the request."

@@ -457,3 +457,19 @@ def test_manage_py_champ_simulator_serves_the_catalogue_and_stops_on_sigterm(tmp
         output = process.communicate(timeout=10)[0].decode()
     assert process.returncode == 0, output
     assert f"Champ simulator on http://127.0.0.1:{port}" in output
+
+
+def test_a_restarted_simulator_does_not_reuse_run_ids():
+    from runs.simulator_server import add_arguments, simulator_from_options
+
+    def started():
+        parser = argparse.ArgumentParser()
+        add_arguments(parser, {})
+        sim = simulator_from_options(vars(parser.parse_args([])))
+        status, _, body = sim.handle("POST", runs_path(WORKFLOW_ECHO), AUTH, b'{"input": {}}')
+        assert status in (200, 201)
+        return json.loads(body)["id"]
+
+    first = started()
+    time.sleep(0.01)
+    assert started() > first
