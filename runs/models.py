@@ -368,6 +368,9 @@ class Run(models.Model):
             models.Index(fields=["preset", "-triggered_at"], name="run_preset_time_idx"),
             models.Index(fields=["triggered_by", "-triggered_at"], name="run_user_time_idx"),
             models.Index(fields=["workflow_id", "-triggered_at"], name="run_workflow_time_idx"),
+            # Admin search by Champ run ID across organisations (the unique
+            # constraint's index leads with the organisation).
+            models.Index(fields=["champ_run_id"], name="run_champ_run_id_idx"),
         ]
 
     def __str__(self):
@@ -548,7 +551,10 @@ class AuditEntry(AppendOnlyModel):
             "target_id": self.target_id,
             "target_repr": self.target_repr,
             "changes": self.changes,
-            "ip": self.ip,
+            # Canonical form: the database may hand back another spelling of
+            # the same address (Django stores "::ffff:1.2.3.4" for an
+            # IPv4-mapped IPv6 address that ipaddress writes "::ffff:102:304").
+            "ip": ipaddress.ip_address(str(self.ip)).compressed if self.ip else None,
         }
         blob = self.prev_hash + json.dumps(content, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()

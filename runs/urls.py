@@ -1,6 +1,6 @@
 from django.urls import path
 
-from runs.views import dashboard, hooks, organisations, presets, runs
+from runs.views import dashboard, history, hooks, organisations, presets, runs
 
 urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
@@ -44,6 +44,10 @@ urlpatterns = [
     path("presets/<int:pk>/archive/", presets.preset_archive, name="preset_archive"),
     path("presets/<int:pk>/unarchive/", presets.preset_unarchive, name="preset_unarchive"),
     path("presets/<int:pk>/run/", presets.preset_run, name="preset_run"),
+    # Run history and its exports (the filtered set).
+    path("runs/", history.run_list, name="run_list"),
+    path("runs/export.csv", history.run_export_csv, name="run_export_csv"),
+    path("runs/export.json", history.run_export_json, name="run_export_json"),
     path("runs/new/", runs.run_create, name="run_create"),
     path("runs/active/", dashboard.active_runs, name="active_runs"),
     path("runs/<int:pk>/", runs.run_detail, name="run_detail"),
