@@ -127,6 +127,10 @@ class Command(BaseCommand):
                 api_base_url=settings.CHAMP_API_BASE,
                 user=demo,
             )
+        if organisation.api_base_url != settings.CHAMP_API_BASE:
+            # The demo follows the simulator wherever `make run` starts it.
+            organisation.api_base_url = settings.CHAMP_API_BASE
+            organisation.save(update_fields=["api_base_url"])
         Membership.objects.update_or_create(
             user=demo, organisation=organisation, defaults={"role": Role.ADMIN}
         )
