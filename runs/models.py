@@ -431,6 +431,7 @@ class AuditAction(models.TextChoices):
     LOGIN = "login", "Logged in"
     LOGOUT = "logout", "Logged out"
     LOGIN_FAILED = "login_failed", "Failed login"
+    LOGIN_LOCKED_OUT = "login_locked_out", "Locked out after failed logins"
     ORGANISATION_CREATED = "organisation_created", "Organisation created"
     ORGANISATION_CHANGED = "organisation_changed", "Organisation changed"
     MEMBER_ADDED = "member_added", "Member added"

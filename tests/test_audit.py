@@ -135,6 +135,7 @@ def test_every_audit_action_is_written_somewhere():
         AuditAction.ORGANISATION_CHANGED,
         AuditAction.TOKEN_REJECTED,
         AuditAction.WEBHOOK_UNKNOWN_RUN,
+        AuditAction.LOGIN_LOCKED_OUT,  # test_security_headers_and_login.py
     }
     assert covered | elsewhere == set(AuditAction.values)
 
