@@ -18,6 +18,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Min, Q
 from django.utils import timezone
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 SWEEP_TASK = "runs.tasks.poll_sweep"
 WATCHDOG_TASK = "runs.tasks.poll_watchdog"
 WATCHDOG_SCHEDULE_NAME = "champ-portal: poll watchdog"
+#: Kicks from one process within this window enqueue one sweep.
+KICK_DEDUPE_SECONDS = 1.0
 #: A sweep facing a backlog asks for a helper sweep at most this often.
 SCALE_UP_SECONDS = 5.0
 
@@ -58,7 +61,7 @@ def _free_slots(now=None):
     )
 
 
-def kick_poller() -> bool:
+def kick_poller(*, dedupe: bool = True) -> bool:
     """
     Enqueue a sweep if one could start (a slot is free or stale).
 
@@ -66,6 +69,11 @@ def kick_poller() -> bool:
     polled at once. A running sweep picks new runs up by itself, so with every
     slot busy nothing is enqueued.
     """
+    # A burst of triggers needs one sweep, not one queued task each: a kick
+    # in the last second from this process already asked for it. (Hand-overs
+    # and the watchdog never skip: they are how polling keeps going.)
+    if dedupe and not cache.add("champ-portal:poller-kicked", True, timeout=KICK_DEDUPE_SECONDS):
+        return False
     _ensure_slots()
     if not _free_slots().exists():
         return False
@@ -77,7 +85,7 @@ def poll_watchdog() -> str:
     """Every minute: restart polling if open runs exist and no sweep is alive."""
     if not Run.objects.open().exists():
         return "no open runs"
-    return "sweep enqueued" if kick_poller() else "sweeps alive"
+    return "sweep enqueued" if kick_poller(dedupe=False) else "sweeps alive"
 
 
 def ensure_watchdog_schedule(**kwargs) -> None:
@@ -190,7 +198,7 @@ def poll_sweep(max_seconds: float | None = None, idle_exit_seconds: float = 5.0)
                         # A full batch means a backlog: let another sweep help
                         # (if a slot is free; with one slot this is a no-op).
                         last_scale_up = time.monotonic()
-                        kick_poller()
+                        kick_poller(dedupe=False)
                     result = poller.poll(ids)
                     polls += result.polls
                     changes += result.changes
@@ -207,7 +215,7 @@ def poll_sweep(max_seconds: float | None = None, idle_exit_seconds: float = 5.0)
     # Hand over while runs remain open. Checked after the slot is released, so
     # a run triggered meanwhile is seen either here or by its own kick.
     if Run.objects.open().exists():
-        kick_poller()
+        kick_poller(dedupe=False)
     summary = f"{owner}: {polls} polls, {changes} changes in {time.monotonic() - started:.1f} s"
     logger.info(summary)
     return summary

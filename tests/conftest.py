@@ -25,6 +25,10 @@ def _plain_http_in_tests(settings):
     settings.SECURE_SSL_REDIRECT = False
     # Password hashing is deliberately slow; tests do not need that.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # The local-memory cache outlives a test (e.g. the poller's kick de-dupe).
+    from django.core.cache import cache
+
+    cache.clear()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ failures, tokens, SSRF, slots. (The real-cluster tests are in test_cluster.py.)
 from datetime import timedelta
 
 import pytest
+from django.core.cache import cache
 from django.utils import timezone
 
 from runs import champ, lifecycle, simulator, tasks
@@ -240,10 +241,15 @@ def test_kick_enqueues_a_sweep_only_when_a_slot_is_free(org, settings, broker):
     settings.CHAMP_POLL_MAX_SWEEPS = 1
     assert tasks.kick_poller() is True
     assert broker.queue_size() == 1
+    # A burst of kicks (one per trigger) enqueues one sweep.
+    assert tasks.kick_poller() is False
+    assert broker.queue_size() == 1
+    cache.clear()
     SweepSlot.objects.filter(number=1).update(owner="busy", heartbeat_at=timezone.now())
     assert tasks.kick_poller() is False
     assert broker.queue_size() == 1
     # A dead sweep (stale heartbeat) frees its slot.
+    cache.clear()
     SweepSlot.objects.filter(number=1).update(heartbeat_at=timezone.now() - timedelta(hours=1))
     assert tasks.kick_poller() is True
 
@@ -313,3 +319,12 @@ def test_poll_status_reports_open_due_and_overdue_runs_and_sweeps(org, capsys):
     assert "slot 1: sweep-x" in out
     call_command("poll_status", "--json")
     assert '"open_by_status": {\n    "pending": 3' in capsys.readouterr().out
+
+
+def test_hand_overs_and_the_watchdog_are_never_deduplicated(org, settings, broker):
+    settings.CHAMP_POLL_MAX_SWEEPS = 1
+    assert tasks.kick_poller() is True
+    # A sweep handing over right after a trigger's kick must still enqueue.
+    assert tasks.kick_poller(dedupe=False) is True
+    assert tasks.poll_watchdog() == "sweep enqueued"
+    assert broker.queue_size() == 3

@@ -26,6 +26,11 @@ def setup_django() -> None:
     import django
 
     django.setup()
+    from django.conf import settings
+
+    # The benchmarks drive pages with django.test.Client over plain HTTP.
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
+    settings.SECURE_SSL_REDIRECT = False
     from django.core.management import call_command
 
     call_command("migrate", "--noinput", verbosity=0)
