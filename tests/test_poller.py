@@ -323,6 +323,7 @@ def test_poll_status_reports_open_due_and_overdue_runs_and_sweeps(org, capsys):
 
 def test_hand_overs_and_the_watchdog_are_never_deduplicated(org, settings, broker):
     settings.CHAMP_POLL_MAX_SWEEPS = 1
+    start_run(org, simulator.WORKFLOW_SLOW)
     assert tasks.kick_poller() is True
     # A sweep handing over right after a trigger's kick must still enqueue.
     assert tasks.kick_poller(dedupe=False) is True
