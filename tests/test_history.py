@@ -461,3 +461,12 @@ def test_htmx_request_gets_only_the_results_partial(client_for, alice, org_a):
 
 def _params(url: str) -> dict:
     return {key: values for key, values in parse_qs(urlsplit(url).query).items()}
+
+
+def test_run_page_links_to_the_history_of_its_workflow_and_preset(
+    client_for, alice, org_a, preset_a
+):
+    run = make_run(org_a, preset=preset_a, workflow_id=11)
+    html = client_for(alice).get(run.get_absolute_url()).content.decode()
+    assert f'href="{reverse("run_list")}?workflow=11"' in html
+    assert f'href="{reverse("run_list")}?preset={preset_a.pk}"' in html
