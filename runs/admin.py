@@ -57,7 +57,8 @@ class CappedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        count = self.object_list[: self.cap + 1].count()
+        # Unordered: any cap + 1 rows will do, the database need not sort them.
+        count = self.object_list.order_by()[: self.cap + 1].count()
         return AtLeast(count) if count > self.cap else count
 
 

@@ -1,6 +1,7 @@
 """Django admin as the audit console: read-only records, masked tokens, cheap big lists."""
 
 import pytest
+from django import forms
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -41,6 +42,25 @@ def records(org_a, alice, root):
 
 def admin_url(model: str, view: str, *args) -> str:
     return reverse(f"admin:runs_{model}_{view}", args=args)
+
+
+def form_data(client, url: str) -> dict:
+    """What the admin change form at ``url`` would post back unchanged (inlines included)."""
+    context = client.get(url).context
+    forms_ = [context["adminform"].form]
+    for inline in context["inline_admin_formsets"]:
+        forms_ += [inline.formset.management_form, *inline.formset.forms]
+    data = {}
+    for form in forms_:
+        for name, field in form.fields.items():
+            value = form[name].value()
+            if isinstance(field.widget, forms.CheckboxInput):
+                if value:
+                    data[form.add_prefix(name)] = "on"
+            elif value is not None:
+                value = field.prepare_value(value)
+                data[form.add_prefix(name)] = getattr(value, "pk", value)
+    return data
 
 
 @pytest.mark.parametrize("model", ["runevent", "auditentry", "run"])
@@ -174,17 +194,9 @@ def test_admin_edits_of_members_and_presets_are_audited(admin_client, org_a, roo
     assert entry.changes["via"] == "admin"
 
     preset = WorkflowPreset.objects.create(organisation=org_a, name="Old", workflow_id=4)
-    admin_client.post(
-        admin_url("workflowpreset", "change", preset.pk),
-        {
-            "organisation": org_a.pk,
-            "name": "Old",
-            "workflow_id": 4,
-            "input": "{}",
-            "description": "",
-            "archived": "on",
-        },
-    )
+    url = admin_url("workflowpreset", "change", preset.pk)
+    response = admin_client.post(url, {**form_data(admin_client, url), "archived": "on"})
+    assert response.status_code == 302, response.context["errors"]
     assert AuditEntry.objects.filter(action=AuditAction.PRESET_ARCHIVED).count() == 1
 
     response = admin_client.post(admin_url("membership", "delete", membership.pk), {"post": "yes"})
