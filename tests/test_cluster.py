@@ -7,7 +7,7 @@ import pytest
 
 from runs import organisations as org_actions
 from runs import simulator, tasks
-from runs.models import Run
+from runs.models import Run, RunEvent
 from runs.simulator_server import SimulatorServer
 from tests.cluster import Cluster, wait_until
 from tests.test_poller import SCRIPTED, start_run, statuses
@@ -99,4 +99,90 @@ def test_a_cluster_killed_mid_sweep_loses_nothing_and_duplicates_nothing(org, cl
         path = statuses(run)
         assert path[-1] == "completed"
         assert len(path) == len(set(path)), path  # every change recorded once
+    assert sim.max_inflight() == 1
+
+
+def test_two_sweeps_at_once_never_poll_a_run_twice_at_the_same_time(org, sim, settings):
+    """RELIABILITY 22: concurrent sweeps share the runs; every change is recorded once."""
+    import threading
+
+    from django.db import connections
+
+    settings.CHAMP_POLL_MAX_SWEEPS = 2
+    settings.CHAMP_POLL_INTERVAL_SECONDS = 0.2
+    settings.CHAMP_POLL_BATCH_SIZE = 20
+    # Times time_scale 0.5: every status lasts >= 1 s, five poll intervals.
+    sim.register_workflow(
+        9003,
+        [
+            ("pending", 2.0),
+            ("in_progress", 3.0),
+            ("suspended", 3.0),
+            ("in_progress", 3.0),
+            ("completed", 0),
+        ],
+    )
+    results = []
+
+    def sweep():
+        try:
+            results.append(tasks.poll_sweep(max_seconds=40, idle_exit_seconds=3))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=sweep) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    # Sweeps first: a run's first status must not be over before polling starts.
+    runs = [start_run(org, 9003, {"i": i}) for i in range(60)]
+    for thread in threads:
+        thread.join(60)
+    assert all("polls" in result for result in results), results  # both got a slot
+    assert len(results) == 2
+    for run in runs:
+        run.refresh_from_db()
+        assert statuses(run) == SCRIPTED[simulator.WORKFLOW_SUSPEND_RESUME], statuses(run)
+    assert sim.max_inflight() == 1  # no run was ever polled by both at once
+    assert sim.post_count == 60
+
+
+@pytest.mark.skipif(
+    "postgres" not in __import__("os").environ.get("DATABASE_URL", ""),
+    reason="several clusters sharing one database is the PostgreSQL + Redis configuration",
+)
+def test_three_clusters_follow_hundreds_of_runs_and_survive_losing_one(org, clusters, sim):
+    sim.register_workflow(
+        9002,
+        # Times time_scale 0.5: every status lasts >= 3 s, three poll intervals
+        # (and a run left by the killed cluster has time to be taken over).
+        [
+            ("pending", 6.0),
+            ("in_progress", 12.0),
+            ("suspended", 10.0),
+            ("in_progress", 10.0),
+            ("completed", 0),
+        ],
+        output={"ok": True},
+    )
+    env = {
+        "CHAMP_POLL_MAX_SWEEPS": 3,
+        "CHAMP_POLL_BATCH_SIZE": 50,
+        "CHAMP_POLL_INTERVAL_SECONDS": 1,
+    }
+    running = [started(clusters(**env)) for _ in range(3)]
+    for _ in range(3):
+        tasks.kick_poller(dedupe=False)  # sweeps first, then the runs
+    runs = [start_run(org, 9002, {"i": i}) for i in range(150)]
+    wait_until(
+        lambda: RunEvent.objects.filter(to_status="suspended").count() >= len(runs) // 3,
+        timeout=60,
+        message="\n---\n".join(cluster.output() for cluster in running),
+    )
+    running[0].kill()  # one machine dies mid-sweep
+    wait_until(lambda: tasks.poll_watchdog() in ("sweep enqueued", "sweeps alive"), timeout=5)
+    wait_until(all_final, timeout=120, message=running[1].output())
+    expected = ["unknown", "pending", "in_progress", "suspended", "in_progress", "completed"]
+    for run in runs:
+        run.refresh_from_db()
+        assert statuses(run) == expected, statuses(run)
     assert sim.max_inflight() == 1
