@@ -285,7 +285,7 @@ def latency(open_runs: int = 1000, time_scale: float = 2.0) -> dict:
         sampler.sample()
         gets = sim.stats()["gets"]
         _stop_cluster(cluster)
-    latencies, missed = [], 0
+    latencies, missed, example = [], 0, None
     events = RunEvent.objects.filter(run__organisation=organisation, source="poll")
     seen = {}
     for run_id, to_status, observed in events.values_list("run_id", "to_status", "observed_at"):
@@ -294,6 +294,7 @@ def latency(open_runs: int = 1000, time_scale: float = 2.0) -> dict:
         observed = seen.get(run_id, [])
         if [s for s, _ in observed] != [s for s, _ in offsets]:
             missed += 1
+            example = example or [s for s, _ in observed]
             continue
         for (_, at), (_, offset) in zip(observed, offsets, strict=True):
             latencies.append(at - (created_at + offset))
@@ -304,6 +305,7 @@ def latency(open_runs: int = 1000, time_scale: float = 2.0) -> dict:
         "changes_measured": len(latencies),
         "runs_with_a_missed_or_extra_change": missed,
         "runs_left_open": still_open,
+        "example_of_a_missed_path": example,
         "latency_p50_s": round(percentile(latencies, 50), 3),
         "latency_p95_s": round(percentile(latencies, 95), 3),
         "latency_max_s": round(max(latencies, default=float("nan")), 3),
