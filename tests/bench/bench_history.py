@@ -247,6 +247,17 @@ def _consume(response) -> int:
     return len(response.content)
 
 
+def _consume_export(response, rows: int) -> int:
+    """Read a whole export; check it streamed every row (a header or bracket line each end)."""
+    assert response.status_code == 200 and response.streaming, response.status_code
+    size = lines = 0
+    for chunk in response.streaming_content:
+        size += len(chunk)
+        lines += chunk.count(b"\n")
+    assert lines in (rows + 1, rows + 2), f"exported {lines} lines for {rows} runs"
+    return size
+
+
 def _deep_cursor(world: World) -> str:
     """A keyset cursor 90 % of the way down the viewer's history (what "Next" links carry)."""
     from runs.history import SortKey
@@ -260,10 +271,10 @@ def _deep_cursor(world: World) -> str:
 
 def _export(client, url: str, rows: int) -> dict:
     started = time.perf_counter()
-    size = _consume(client.get(url))
+    size = _consume_export(client.get(url), rows)
     elapsed = time.perf_counter() - started
     tracemalloc.start()
-    _consume(client.get(url))
+    _consume_export(client.get(url), rows)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {
