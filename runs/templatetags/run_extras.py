@@ -6,6 +6,7 @@ from datetime import timedelta
 from django import template
 
 from runs.forms import new_submission_key
+from runs.history import format_duration
 
 register = template.Library()
 
@@ -33,15 +34,4 @@ def elapsed(delta) -> str:
     """A duration in plain words: ``0.4 s``, ``12 s``, ``3 min 5 s``, ``2 h 7 min``."""
     if not isinstance(delta, timedelta):
         return ""
-    seconds = max(delta.total_seconds(), 0.0)
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes, seconds = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds} s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min"
-    return f"{hours // 24} d {hours % 24} h"
+    return format_duration(delta)
