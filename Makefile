@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 SIM_PORT ?= 8765
 
-.PHONY: run test test-default test-scaled bench lint format install clean
+.PHONY: run test test-default test-scaled test-e2e e2e-deps bench lint format install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,11 +44,11 @@ test: install
 	$(MAKE) --no-print-directory test-default
 	$(MAKE) --no-print-directory test-scaled
 
-test-default: install
+test-default: install e2e-deps
 	@echo "== Test leg 1/2: embedded default (SQLite + ORM broker) =="
 	env -u DATABASE_URL -u CHAMP_PORTAL_BROKER $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-scaled: install
+test-scaled: install e2e-deps
 	@if SCALED_DATABASE_URL=$(SCALED_DATABASE_URL) SCALED_BROKER_URL=$(SCALED_BROKER_URL) \
 	    $(BIN)/python scripts/scaled_services.py; then \
 	  echo "== Test leg 2/2: PostgreSQL + Redis broker =="; \
@@ -59,6 +59,35 @@ test-scaled: install
 	else \
 	  echo "== Test leg 2/2 SKIPPED: PostgreSQL (127.0.0.1:5432) or Redis (127.0.0.1:6379) is not running =="; \
 	fi
+
+# The browser suite (tests/e2e) drives Debian's chromium through Playwright
+# (pip, in the test extra); Playwright's own browser download is not used.
+# Installed with apt-get when missing. If that is impossible the browser tests
+# are skipped, except under CI, where a missing browser fails the run.
+CHAMP_E2E_CHROMIUM ?= /usr/bin/chromium
+export CHAMP_E2E_CHROMIUM
+E2E_APT_LOG := var/e2e/apt-get.log
+
+e2e-deps:
+	@if [ -x "$(CHAMP_E2E_CHROMIUM)" ]; then exit 0; fi; \
+	mkdir -p var/e2e; \
+	echo "Installing chromium for the browser tests (apt-get, log in $(E2E_APT_LOG))..."; \
+	if command -v apt-get >/dev/null 2>&1 \
+	   && apt-get update -qq >$(E2E_APT_LOG) 2>&1 \
+	   && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >>$(E2E_APT_LOG) 2>&1 \
+	   && [ -x "$(CHAMP_E2E_CHROMIUM)" ]; then \
+	  echo "chromium installed: $(CHAMP_E2E_CHROMIUM)"; \
+	elif [ -n "$$CI" ]; then \
+	  tail -n 20 $(E2E_APT_LOG) >&2 2>/dev/null; \
+	  echo "CI: $(CHAMP_E2E_CHROMIUM) is missing and apt-get could not install it; the browser tests need it." >&2; \
+	  exit 1; \
+	else \
+	  echo "== $(CHAMP_E2E_CHROMIUM) is missing and apt-get could not install it (see $(E2E_APT_LOG)): the browser tests (tests/e2e) will be SKIPPED =="; \
+	fi
+
+# The browser suite alone (on the embedded default).
+test-e2e: install e2e-deps
+	env -u DATABASE_URL -u CHAMP_PORTAL_BROKER $(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m tests.bench
