@@ -1,5 +1,6 @@
 """Settings: embedded defaults work with nothing set; bad values fail loudly."""
 
+import json
 import os
 import subprocess
 import sys
@@ -88,9 +89,21 @@ def test_redis_broker_url_configures_django_q(tmp_path):
     assert result.stdout.split() == ["redis://127.0.0.1:6379/3", "None"]
 
 
-def test_embedded_default_uses_the_orm_broker_with_safe_retry(settings):
-    q = settings.Q_CLUSTER
+def test_embedded_default_uses_the_orm_broker_with_safe_retry(tmp_path):
+    # In a fresh process with nothing set (this suite may itself run on Redis).
+    result = run_manage(
+        "shell",
+        "-v",
+        "0",
+        "-c",
+        "import json; from django.conf import settings as s; print(json.dumps(s.Q_CLUSTER))",
+        env_overrides={},
+        tmp_path=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    q = json.loads(result.stdout)
     assert q["orm"] == "default"
+    assert "redis" not in q
     assert q["retry"] > q["timeout"]
     assert q["ack_failures"] is True
     assert q["catch_up"] is False
