@@ -28,9 +28,12 @@ from runs.models import (
     AuditAction,
     AuditEntry,
     Membership,
+    NotificationSettings,
     Organisation,
+    PresetVersion,
     Run,
     RunEvent,
+    RunNotification,
     WorkflowPreset,
 )
 from runs.request_info import client_ip
@@ -242,13 +245,22 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return False
 
 
+class PresetVersionInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = PresetVersion
+    extra = 0
+    fields = ["number", "name", "workflow_id", "input", "created_by", "created_at"]
+    readonly_fields = fields
+    ordering = ["-number"]
+
+
 @admin.register(WorkflowPreset)
 class WorkflowPresetAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    list_display = ["name", "organisation", "workflow_id", "archived", "updated_at"]
+    list_display = ["name", "organisation", "workflow_id", "version", "archived", "updated_at"]
     list_filter = ["archived", "organisation"]
     search_fields = ["name", "description", "=workflow_id"]
     list_select_related = ["organisation"]
-    readonly_fields = ["created_by", "created_at", "updated_at"]
+    readonly_fields = ["version", "created_by", "created_at", "updated_at"]
+    inlines = [PresetVersionInline]
     audit_added = AuditAction.PRESET_CREATED
     audit_changed = AuditAction.PRESET_CHANGED
 
@@ -260,6 +272,7 @@ class WorkflowPresetAdmin(AuditedAdminMixin, admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if not change:
             obj.created_by = request.user
+        obj.changed_by = request.user  # a content change here is a new version too
         super().save_model(request, obj, form, change)
 
     def has_delete_permission(self, request, obj=None):
@@ -397,4 +410,23 @@ class AuditEntryAdmin(LargeTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin
     list_filter = ["action", "organisation"]
     search_fields = ["actor_label", "target_repr", "ip"]
     list_select_related = ["organisation"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(NotificationSettings)
+class NotificationSettingsAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Each person sets their own on the Notifications page."""
+
+    list_display = ["user", "on_failure", "on_stuck", "email", "updated_at"]
+    list_filter = ["on_failure", "on_stuck"]
+    search_fields = ["user__username", "email"]
+    list_select_related = ["user"]
+
+
+@admin.register(RunNotification)
+class RunNotificationAdmin(LargeTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "kind", "run", "user", "address", "sent_at", "error"]
+    list_filter = ["kind", ("sent_at", admin.EmptyFieldListFilter)]
+    search_fields = ["user__username", "address"]
+    list_select_related = ["run", "user"]
     date_hierarchy = "created_at"

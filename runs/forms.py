@@ -10,7 +10,14 @@ from django.contrib.auth import get_user_model
 from django.utils.text import slugify
 
 from runs.crypto import TOKEN_PREFIX
-from runs.models import ApiToken, Membership, Organisation, Role, WorkflowPreset
+from runs.models import (
+    ApiToken,
+    Membership,
+    NotificationSettings,
+    Organisation,
+    Role,
+    WorkflowPreset,
+)
 
 # Champ tokens are `api_` followed by random characters (CHAMP_API.md).
 TOKEN_RE = re.compile(r"^api_[A-Za-z0-9_\-\.]{8,256}$")
@@ -278,28 +285,66 @@ class JsonObjectField(forms.CharField):
 
 
 class PresetForm(forms.ModelForm):
-    """Create or edit a preset; the organisation is chosen at creation only."""
+    """
+    Create or edit a preset; the organisation is chosen at creation only.
+
+    ``base_version`` (hidden) is the version the edit form was opened on, so a
+    save over someone else's newer version is caught (``PresetConflict``).
+    Safeguard fields left out of a submission keep their current values.
+    """
+
+    SAFEGUARDS = (
+        "duplicate_window_minutes",
+        "max_open_runs",
+        "stuck_after_minutes",
+        "suspended_limit_minutes",
+    )
 
     workflow_id = WorkflowIdField()
     input = JsonObjectField()
     description = forms.CharField(
         required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3})
     )
+    base_version = forms.IntegerField(required=False, widget=forms.HiddenInput, min_value=1)
 
     class Meta:
         model = WorkflowPreset
-        fields = ["organisation", "name", "workflow_id", "input", "description"]
+        fields = [
+            "organisation",
+            "name",
+            "workflow_id",
+            "input",
+            "description",
+            "duplicate_window_minutes",
+            "max_open_runs",
+            "stuck_after_minutes",
+            "suspended_limit_minutes",
+        ]
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             del self.fields["organisation"]
+            self.initial.setdefault("base_version", self.instance.version)
         else:
+            del self.fields["base_version"]
             choices = Organisation.objects.for_user(user, Role.OPERATOR).order_by("name")
             self.fields["organisation"].queryset = choices
             self.fields["organisation"].help_text = "Only organisations where you can run."
             if len(choices) == 1 and not self.initial.get("organisation"):
                 self.initial["organisation"] = choices[0].pk
+        if self.is_bound:
+            missing = [name for name in self.SAFEGUARDS if name not in self.data]
+            if missing:
+                self.data = self.data.copy()
+                for name in missing:
+                    value = self.get_initial_for_field(self.fields[name], name)
+                    self.data[name] = "" if value is None else value
+        self.fields["duplicate_window_minutes"].required = False
+
+    def clean_duplicate_window_minutes(self):
+        value = self.cleaned_data.get("duplicate_window_minutes")
+        return self.instance.duplicate_window_minutes if value is None else value
 
     def clean(self):
         cleaned = super().clean()
@@ -313,6 +358,61 @@ class PresetForm(forms.ModelForm):
             )
             if clash.exists():
                 self.add_error("name", f"{organisation} already has a preset called “{name}”.")
+        return cleaned
+
+
+class SavePresetForm(forms.Form):
+    """Save a run's input as a new preset, or as a new version of the run's preset."""
+
+    NEW, VERSION = "new", "version"
+
+    mode = forms.ChoiceField(widget=forms.RadioSelect, label="Save as")
+    name = forms.CharField(max_length=200, required=False, help_text="For a new preset.")
+    description = forms.CharField(
+        required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3})
+    )
+    input = JsonObjectField(help_text="The run's input; edit it before saving if you like.")
+
+    def __init__(self, *args, run, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.run = run
+        choices = [(self.NEW, "A new preset")]
+        if run.preset is not None:
+            choices.append(
+                (self.VERSION, f"A new version of “{run.preset.name}” (now v{run.preset.version})")
+            )
+        self.fields["mode"].choices = choices
+        self.initial.setdefault("mode", self.VERSION if run.preset is not None else self.NEW)
+        self.initial.setdefault("input", run.input)
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("mode") == self.NEW:
+            name = (cleaned.get("name") or "").strip()
+            if not name:
+                self.add_error("name", "Give the new preset a name.")
+            elif WorkflowPreset.objects.filter(
+                organisation=self.run.organisation, name=name
+            ).exists():
+                self.add_error(
+                    "name", f"{self.run.organisation} already has a preset called “{name}”."
+                )
+            cleaned["name"] = name
+        return cleaned
+
+
+class NotificationSettingsForm(forms.ModelForm):
+    class Meta:
+        model = NotificationSettings
+        fields = ["on_failure", "on_stuck", "email"]
+
+    def clean(self):
+        cleaned = super().clean()
+        wants = cleaned.get("on_failure") or cleaned.get("on_stuck")
+        if wants and not (cleaned.get("email") or self.instance.user.email):
+            self.add_error(
+                "email", "Your account has no email address: enter one to send the emails to."
+            )
         return cleaned
 
 
@@ -336,6 +436,9 @@ class RunForm(forms.Form):
     workflow_id = WorkflowIdField()
     input = JsonObjectField()
     submission_key = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
+
+    #: Fields copied into the duplicate guard's "run anyway?" form.
+    RESUBMITTED = ("organisation", "token", "workflow_id", "input", "submission_key")
 
     def __init__(self, *args, user, preset: WorkflowPreset | None = None, **kwargs):
         super().__init__(*args, **kwargs)

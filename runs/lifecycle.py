@@ -11,7 +11,9 @@ Whatever saw the change — the trigger response, a poll, a webhook — calls
 3. sets ``output``/``finished_at`` on final statuses, which are never left: a
    late poll or a duplicate webhook changes nothing.
 
-A poll that sees no change writes nothing here.
+A poll that sees no change writes nothing here. After a change to
+``failed`` commits, ``runs.notifications.run_failed`` may enqueue an email
+(``on_commit``, robust: it can never undo or fail the change).
 """
 
 import logging
@@ -121,10 +123,25 @@ def record_status(
             snapshot=snapshot,
             message=message,
         )
+        if new == RunStatus.FAILED:
+            # After the commit, outside this transaction; robust: a failure to
+            # enqueue the email is logged and never undoes the status change.
+            transaction.on_commit(_after_failure(run_id), robust=True)
     logger.info("run %s: %s → %s (%s)", run_id, seen, new, source)
     if isinstance(run, Run):
         run.refresh_from_db()
     return Change(recorded=True, event=event)
+
+
+def _after_failure(run_id: int):
+    """The on_commit callback for a failed run (a named function: Django logs its name)."""
+
+    def notify_run_failed() -> None:
+        from runs.notifications import run_failed
+
+        run_failed(run_id)
+
+    return notify_run_failed
 
 
 def observe_status(

@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from runs import crypto
+from runs.jsondiff import json_equal
 
 
 class AppendOnlyError(Exception):
@@ -219,6 +220,17 @@ class WorkflowPresetQuerySet(models.QuerySet):
 
 
 class WorkflowPreset(models.Model):
+    """
+    A saved way to start one workflow. Its content (name, workflow, input,
+    description) is versioned: ``save()`` writes a ``PresetVersion`` whenever
+    the content differs from the current version, so every edit — from the
+    portal, the admin or code — leaves a numbered, attributed snapshot. Set
+    ``changed_by`` on the instance before saving to record who made the edit.
+    """
+
+    #: The fields a ``PresetVersion`` snapshots.
+    CONTENT_FIELDS = ("name", "workflow_id", "input", "description")
+
     organisation = models.ForeignKey(
         Organisation, on_delete=models.CASCADE, related_name="presets"
     )
@@ -227,6 +239,38 @@ class WorkflowPreset(models.Model):
     input = models.JSONField(default=dict, blank=True)
     description = models.TextField(blank=True)
     archived = models.BooleanField(default=False)
+    #: The number of the current ``PresetVersion`` (v1 at creation).
+    version = models.PositiveIntegerField(default=1, editable=False)
+    # Safeguards (not versioned: they govern how runs start, not what they do).
+    duplicate_window_minutes = models.PositiveSmallIntegerField(
+        "duplicate guard (minutes)",
+        default=2,
+        help_text="Ask before starting a run identical to one started this many minutes ago "
+        "(same organisation, workflow and input). 0 turns the guard off.",
+    )
+    max_open_runs = models.PositiveIntegerField(
+        "limit on runs in progress",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Refuse to start another run while this many are pending, in progress "
+        "or suspended. Empty: no limit.",
+    )
+    stuck_after_minutes = models.PositiveIntegerField(
+        "stuck after (minutes)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Flag a run pending or in progress this long without a change. Empty: "
+        "three times the preset's usual (95th percentile) duration.",
+    )
+    suspended_limit_minutes = models.PositiveIntegerField(
+        "stuck when suspended for (minutes)",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Flag a run suspended this long. Empty: the site default.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -251,8 +295,96 @@ class WorkflowPreset(models.Model):
     def __str__(self):
         return self.name
 
+    def save(self, *args, **kwargs):
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and not set(update_fields) & set(self.CONTENT_FIELDS):
+            return super().save(*args, **kwargs)
+        with transaction.atomic():
+            if self._state.adding:
+                self.version = 1
+                super().save(*args, **kwargs)
+                self._write_version(self.created_by)
+                return None
+            # Lock the row: two edits at once get consecutive numbers.
+            current = (
+                WorkflowPreset.objects.select_for_update()
+                .filter(pk=self.pk)
+                .values_list("version", flat=True)
+                .first()
+            )
+            latest = self.versions.filter(number=current).first() if current else None
+            if latest is not None and _same_content(latest.content(), self.content()):
+                self.version = current
+                return super().save(*args, **kwargs)
+            self.version = (current or 0) + 1
+            if update_fields is not None:
+                kwargs["update_fields"] = {*update_fields, "version", "updated_at"}
+            super().save(*args, **kwargs)
+            self._write_version(getattr(self, "changed_by", None))
+        return None
+
     def get_absolute_url(self):
         return reverse("preset_detail", args=[self.pk])
+
+    def content(self) -> dict:
+        """What a version snapshots: name, workflow_id, input, description."""
+        return {name: getattr(self, name) for name in self.CONTENT_FIELDS}
+
+    def _write_version(self, user) -> "PresetVersion":
+        return PresetVersion.objects.create(
+            preset=self,
+            number=self.version,
+            created_by=user,
+            created_at=self.updated_at,
+            **self.content(),
+        )
+
+    def current_version(self) -> "PresetVersion | None":
+        return self.versions.filter(number=self.version).first()
+
+
+def _same_content(a: dict, b: dict) -> bool:
+    return all(
+        json_equal(a[name], b[name]) if name == "input" else a[name] == b[name] for name in a
+    )
+
+
+class PresetVersion(AppendOnlyModel):
+    """A preset's content as it was from ``created_at`` until the next version."""
+
+    preset = models.ForeignKey(WorkflowPreset, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    name = models.CharField(max_length=200)
+    workflow_id = models.PositiveBigIntegerField("workflow ID")
+    input = models.JSONField(default=dict, blank=True)
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["preset", "-number"]
+        verbose_name = "preset version"
+        constraints = [
+            models.UniqueConstraint(fields=["preset", "number"], name="unique_preset_version")
+        ]
+
+    def __str__(self):
+        return f"{self.name} v{self.number}"
+
+    @property
+    def label(self) -> str:
+        return f"v{self.number}"
+
+    def content(self) -> dict:
+        return {name: getattr(self, name) for name in WorkflowPreset.CONTENT_FIELDS}
 
 
 # --- Runs ----------------------------------------------------------------------
@@ -298,6 +430,12 @@ class Run(models.Model):
     )
     # The preset's input at the moment of the run (it may be edited later).
     preset_input = models.JSONField(null=True, blank=True)
+    # The preset version the run was started from, and the paths of the input
+    # that differed from that version's input (``[]``: none; NULL: no preset).
+    preset_version = models.ForeignKey(
+        PresetVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    overrides = models.JSONField(null=True, blank=True)
     token = models.ForeignKey(
         ApiToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
     )
@@ -371,6 +509,18 @@ class Run(models.Model):
             # Admin search by Champ run ID across organisations (the unique
             # constraint's index leads with the organisation).
             models.Index(fields=["champ_run_id"], name="run_champ_run_id_idx"),
+            # Preset health: a preset's last failure without walking its successes.
+            models.Index(
+                fields=["preset", "-triggered_at"],
+                condition=models.Q(status__in=["failed", "rejected"]),
+                name="run_preset_failure_idx",
+            ),
+            # Open runs per preset (concurrency limit, stuck runs): a small index.
+            models.Index(
+                fields=["preset", "status_changed_at"],
+                condition=models.Q(status__in=["pending", "in_progress", "suspended"]),
+                name="run_open_preset_idx",
+            ),
         ]
 
     def __str__(self):
@@ -450,6 +600,7 @@ class AuditAction(models.TextChoices):
     WEBHOOK_SECRET_CREATED = "webhook_secret_created", "Webhook secret created"
     WEBHOOK_REJECTED = "webhook_rejected", "Webhook call rejected"
     WEBHOOK_UNKNOWN_RUN = "webhook_unknown_run", "Webhook for an unknown run"
+    NOTIFICATIONS_CHANGED = "notifications_changed", "Notification settings changed"
 
 
 class AuditEntryManager(models.Manager.from_queryset(AppendOnlyQuerySet)):
@@ -559,6 +710,66 @@ class AuditEntry(AppendOnlyModel):
         }
         blob = self.prev_hash + json.dumps(content, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# --- Notifications ----------------------------------------------------------------
+
+
+class NotificationSettings(models.Model):
+    """A user's choice of emails about the runs they started (all off until chosen)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_settings"
+    )
+    email = models.EmailField(
+        "send to",
+        blank=True,
+        help_text="Leave empty to use the address of your account.",
+    )
+    on_failure = models.BooleanField("when a run I started fails", default=False)
+    on_stuck = models.BooleanField("when a run I started is stuck", default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "notification settings"
+        verbose_name_plural = "notification settings"
+
+    def __str__(self):
+        return f"notifications of {self.user}"
+
+    @property
+    def address(self) -> str:
+        return self.email or self.user.email
+
+
+class NotificationKind(models.TextChoices):
+    FAILED = "failed", "Run failed"
+    STUCK = "stuck", "Run stuck"
+
+
+class RunNotification(models.Model):
+    """
+    One email about one run: the row is claimed (unique) before the email is
+    sent, so a run never causes the same email twice, whoever sees it first.
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="notifications")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=16, choices=NotificationKind.choices)
+    address = models.EmailField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "run notification"
+        constraints = [
+            models.UniqueConstraint(fields=["run", "user", "kind"], name="unique_run_notification")
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} · run #{self.run_id} → {self.address or self.user}"
 
 
 # --- Poller bookkeeping -----------------------------------------------------------

@@ -8,10 +8,17 @@ Starting a run: the one place that asks Champ to start a workflow.
    ``submission_key`` was seen before (double click, browser resubmit);
 2. picks the token (the one chosen, else the organisation's newest active
    one; none → ``NoActiveToken``, nothing stored, nothing sent);
-3. commits the Run in status ``unknown`` with its first RunEvent, and the
+3. checks the safeguards (``runs.guards``), serialised per organisation and
+   workflow: a preset's limit on runs in progress (``OpenRunLimitReached``)
+   and, unless ``confirm_duplicate``, an identical run (same organisation,
+   workflow and input) started within the duplicate window
+   (``DuplicateSuspected``: the caller asks "run anyway?" and calls again
+   with ``confirm_duplicate=True`` and the same submission key);
+4. commits the Run in status ``unknown`` with its first RunEvent, the preset
+   version it used and the input paths that override that version, and the
    audit entry, *before* the HTTP request (a crash mid-request leaves an
    honest ``unknown`` run; no transaction is held open across the call);
-4. sends the trigger (``runs.champ.trigger``) and records what Champ said
+5. sends the trigger (``runs.champ.trigger``) and records what Champ said
    through ``runs.lifecycle.record_status`` — the only way a status changes.
 
 Outcomes (CHAMP_API.md; the API has no idempotency key, so nothing that may
@@ -40,7 +47,7 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from runs import champ, lifecycle
+from runs import champ, guards, jsondiff, lifecycle
 from runs.access import require_role
 from runs.crypto import TokenDecryptError
 from runs.models import (
@@ -49,6 +56,7 @@ from runs.models import (
     AuditEntry,
     EventSource,
     Organisation,
+    PresetVersion,
     Role,
     Run,
     RunStatus,
@@ -83,6 +91,39 @@ class NoActiveToken(TriggerRefused):
         )
         self.organisation = organisation
         self.tokens_url = tokens_url(organisation)
+
+
+class DuplicateSuspected(TriggerRefused):
+    """An identical run (``twin``) was started within the duplicate window: ask first."""
+
+    def __init__(self, twin: Run, *, user, minutes: int) -> None:
+        self.twin = twin
+        self.minutes = minutes
+        self.ago = guards.ago(twin.triggered_at)
+        if twin.triggered_by_id is None:
+            self.who = "someone"
+        elif twin.triggered_by_id == user.pk:
+            self.who = "you"
+        else:
+            self.who = twin.triggered_by.get_username()
+        super().__init__(
+            f"An identical run (#{twin.pk}, {RunStatus(twin.status).label.lower()}) was started "
+            f"{self.ago} ago by {self.who} — run anyway?"
+        )
+
+
+class OpenRunLimitReached(TriggerRefused):
+    """The preset already has as many runs in progress as its limit allows."""
+
+    def __init__(self, preset: WorkflowPreset, open_runs: int) -> None:
+        self.preset = preset
+        self.open_runs = open_runs
+        super().__init__(
+            f"Not started: “{preset}” already has {open_runs} run"
+            f"{'' if open_runs == 1 else 's'} in progress and its limit is "
+            f"{preset.max_open_runs}, so nothing was sent. Wait for one to finish, or raise "
+            "the limit on the preset's page."
+        )
 
 
 @dataclass(frozen=True)
@@ -137,14 +178,17 @@ def run_trigger(
     token: ApiToken | None = None,
     rerun_of: Run | None = None,
     submission_key: str | None = None,
+    confirm_duplicate: bool = False,
     ip: str | None = None,
 ) -> TriggerOutcome:
     """
     Start ``workflow_id`` at Champ for ``organisation`` on behalf of ``user``.
 
     Returns the stored run and a plain-words message whatever Champ answered;
-    raises ``TriggerRefused`` (``NoActiveToken``) when nothing could be sent,
-    and ``PermissionDenied`` / ``Http404`` when ``user`` may not run here.
+    raises ``TriggerRefused`` when nothing could be sent (``NoActiveToken``,
+    ``OpenRunLimitReached``, or ``DuplicateSuspected`` unless
+    ``confirm_duplicate``), and ``PermissionDenied`` / ``Http404`` when
+    ``user`` may not run here.
     Must not be called inside a transaction: the run is committed before the
     HTTP request and nothing is held open while Champ answers.
     """
@@ -165,12 +209,28 @@ def run_trigger(
 
     try:
         with transaction.atomic():
+            guards.serialise_starts(organisation.pk, workflow_id)
+            version = _check_preset_limit(preset)
+            twin = guards.recent_twin(
+                organisation=organisation,
+                workflow_id=workflow_id,
+                input=input,
+                minutes=guards.window_minutes(preset),
+            )
+            if twin is not None and not confirm_duplicate:
+                raise DuplicateSuspected(twin, user=user, minutes=guards.window_minutes(preset))
+            overrides = None
+            if preset is not None:
+                baseline = version.input if version is not None else preset.input
+                overrides = jsondiff.changed_paths(baseline, input)
             run = lifecycle.open_run(
                 organisation=organisation,
                 workflow_id=workflow_id,
                 input=input,
                 preset=preset,
                 preset_input=preset.input if preset is not None else None,
+                preset_version=version,
+                overrides=overrides,
                 token=token,
                 rerun_of=rerun_of,
                 triggered_by=user,
@@ -178,6 +238,16 @@ def run_trigger(
                 snapshot={"workflow_id": workflow_id, "token": token.hint},
                 message=f"Sending the trigger request to Champ with the token {token.hint}.",
             )
+            extra = {}
+            if rerun_of is not None:
+                extra["rerun_of"] = rerun_of.pk
+            if version is not None:
+                extra["preset_version"] = version.number
+            if overrides:
+                extra["overrides"] = overrides[:50]
+            if twin is not None:
+                # Started anyway, although an identical run had just been started.
+                extra["duplicate_of"] = twin.pk
             AuditEntry.objects.record(
                 action=action,
                 actor=user,
@@ -188,7 +258,7 @@ def run_trigger(
                     "preset": preset.name if preset is not None else None,
                     "preset_id": preset.pk if preset is not None else None,
                     "token": token.hint,
-                    **({"rerun_of": rerun_of.pk} if rerun_of is not None else {}),
+                    **extra,
                 },
                 ip=ip,
             )
@@ -199,6 +269,25 @@ def run_trigger(
             raise
         return _duplicate(existing)
     return _send(run, token)
+
+
+def _check_preset_limit(preset: WorkflowPreset | None) -> PresetVersion | None:
+    """
+    Lock the preset's row, refuse when its runs in progress reach its limit,
+    and return the version the run starts from (its current one).
+    """
+    if preset is None:
+        return None
+    locked = (
+        WorkflowPreset.objects.select_for_update()
+        .only("pk", "name", "version", "max_open_runs")
+        .get(pk=preset.pk)
+    )
+    if locked.max_open_runs:
+        open_runs = guards.open_runs_of(locked)
+        if open_runs >= locked.max_open_runs:
+            raise OpenRunLimitReached(locked, open_runs)
+    return PresetVersion.objects.filter(preset=locked, number=locked.version).first()
 
 
 # --- Sending and recording ---------------------------------------------------------

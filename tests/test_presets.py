@@ -173,7 +173,10 @@ def test_editing_audits_only_the_changed_fields(client_for, olivia, preset_a):
     preset_a.refresh_from_db()
     assert preset_a.input == {"message": "bonjour"}
     entry = AuditEntry.objects.get(action=AuditAction.PRESET_CHANGED)
-    assert entry.changes == {"input": [{"message": "hello"}, {"message": "bonjour"}]}
+    assert entry.changes == {
+        "input": [{"message": "hello"}, {"message": "bonjour"}],
+        "version": [1, 2],
+    }
 
 
 def test_renaming_onto_another_preset_is_refused(client_for, olivia, org_a, preset_a):

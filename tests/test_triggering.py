@@ -205,7 +205,8 @@ def test_503_to_the_trigger_is_rejected(client_for, olivia, champ_org, champ_ser
     client = client_for(olivia)
     start(client, champ_org)  # the simulator alternates 500 and 503: this one gets the 500
 
-    response = start(client, champ_org)
+    # The first may have started at Champ: the duplicate guard asks, the user confirms.
+    response = start(client, champ_org, confirm_duplicate="1")
 
     first, run = Run.objects.order_by("pk")
     assert first.status == RunStatus.UNKNOWN
@@ -417,7 +418,7 @@ def test_chosen_token_is_used_and_the_default_is_the_newest(
     assert client.get(reverse("run_create")).context["form"].show_token
 
     start(client, champ_org, token=demo_token.pk)
-    start(client, champ_org)
+    start(client, champ_org, confirm_duplicate="1")  # the same input again, on purpose
 
     chosen, default = Run.objects.order_by("pk")
     assert (chosen.token, chosen.status) == (demo_token, RunStatus.PENDING)
