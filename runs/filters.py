@@ -18,8 +18,9 @@ from django.db.models import Q, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from runs import stuck as stuck_runs
 from runs.history import DEFAULT_SORT, SORTS
-from runs.models import Organisation, Run, RunStatus, WorkflowPreset
+from runs.models import OPEN_STATUSES, Organisation, Run, RunStatus, WorkflowPreset
 
 MAX_QUERY_LENGTH = 200
 
@@ -98,6 +99,7 @@ class RunFilter(django_filters.FilterSet):
         queryset=my_colleagues, label="Triggered by", empty_label="Anyone"
     )
     mine = CheckboxFilter(label="Only my runs", method="filter_mine")
+    stuck = CheckboxFilter(label="Only stuck runs", method="filter_stuck")
     started_from = django_filters.DateFilter(
         label="Started from",
         method="filter_started_from",
@@ -136,6 +138,13 @@ class RunFilter(django_filters.FilterSet):
         if value and self.request is not None:
             return queryset.filter(triggered_by=self.request.user)
         return queryset
+
+    def filter_stuck(self, queryset, name, value):
+        """Open runs unchanged far longer than usual (``runs.stuck``), from a few queries."""
+        if not value:
+            return queryset
+        limits = stuck_runs.limits_for_open_runs(queryset)
+        return queryset.filter(status__in=OPEN_STATUSES).filter(limits.q())
 
     def filter_started_from(self, queryset, name, value):
         return queryset.filter(triggered_at__gte=_start_of(value))

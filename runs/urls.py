@@ -1,6 +1,6 @@
 from django.urls import path
 
-from runs.views import dashboard, history, hooks, organisations, presets, runs
+from runs.views import account, compare, dashboard, history, hooks, organisations, presets, runs
 
 urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
@@ -44,15 +44,24 @@ urlpatterns = [
     path("presets/<int:pk>/archive/", presets.preset_archive, name="preset_archive"),
     path("presets/<int:pk>/unarchive/", presets.preset_unarchive, name="preset_unarchive"),
     path("presets/<int:pk>/run/", presets.preset_run, name="preset_run"),
+    path("presets/<int:pk>/versions/", presets.preset_versions, name="preset_versions"),
     # Run history and its exports (the filtered set).
     path("runs/", history.run_list, name="run_list"),
     path("runs/export.csv", history.run_export_csv, name="run_export_csv"),
     path("runs/export.json", history.run_export_json, name="run_export_json"),
     path("runs/new/", runs.run_create, name="run_create"),
+    path("runs/compare/", compare.run_compare, name="run_compare"),
     path("runs/active/", dashboard.active_runs, name="active_runs"),
     path("runs/<int:pk>/", runs.run_detail, name="run_detail"),
     path("runs/<int:pk>/live/", runs.run_live, name="run_live"),
     path("runs/<int:pk>/again/", runs.run_again, name="run_again"),
+    path("runs/<int:pk>/save-preset/", runs.run_save_preset, name="run_save_preset"),
+    # My account.
+    path(
+        "account/notifications/",
+        account.notification_settings,
+        name="notification_settings",
+    ),
     # Champ's webhook deliveries (CSRF-exempt, authenticated by the org's secret).
     path("hooks/champ/<slug:slug>/", hooks.champ_webhook, name="champ_webhook"),
 ]

@@ -8,6 +8,7 @@ from django.utils import timezone
 from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_GET
 
+from runs import stuck
 from runs.filters import RunFilter
 from runs.history import (
     Page,
@@ -46,6 +47,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
     for run in page.rows:
         run.input_summary = input_summary(run.input)
         run.duration_text = format_duration(run.duration)
+    stuck.flag(page.rows)
 
     query = filter_query(request)
     base = reverse("run_list")

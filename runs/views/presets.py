@@ -1,19 +1,31 @@
-"""Preset pages: list, detail, create, edit, archive, and the one-click Run button."""
+"""
+Preset pages: list (with each preset's health), detail (health, version
+history, share link), create, edit, archive, the version history, and the
+one-click Run button.
+"""
+
+from urllib.parse import quote
 
 from django.contrib import messages
 from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
+from runs import health, site_defaults
 from runs import presets as preset_actions
 from runs.access import get_scoped_object
 from runs.forms import PresetForm, clean_submission_key
 from runs.models import Membership, Organisation, Role, WorkflowPreset, role_at_least
 from runs.request_info import client_ip
-from runs.triggering import NoActiveToken, TriggerRefused, run_trigger
-from runs.views.runs import flash_outcome
+from runs.triggering import DuplicateSuspected, NoActiveToken, TriggerRefused, run_trigger
+from runs.views.runs import flash_outcome, render_duplicate
+
+#: Versions shown on the preset page (the rest on its history page).
+RECENT_VERSIONS = 5
+VERSIONS_PER_PAGE = 50
 
 
 @never_cache  # Run buttons: a fresh nonce on every visit, Back included
@@ -25,10 +37,12 @@ def preset_list(request: HttpRequest) -> HttpResponse:
     if selected:
         presets = presets.filter(organisation__slug=selected)
     show_archived = request.GET.get("archived") == "1"
-    presets = presets.filter(archived=show_archived).order_by("organisation__name", "name")
+    presets = list(presets.filter(archived=show_archived).order_by("organisation__name", "name"))
     roles = _my_roles(request.user)
+    health_of = health.preset_health(preset.pk for preset in presets)
     for preset in presets:
         preset.can_run = role_at_least(roles.get(preset.organisation_id), Role.OPERATOR)
+        preset.health = health_of[preset.pk]
     context = {
         "presets": presets,
         "organisations": organisations,
@@ -46,12 +60,31 @@ def preset_detail(request: HttpRequest, pk: int) -> HttpResponse:
         WorkflowPreset.objects.select_related("created_by"), request.user, pk=pk
     )
     runs = preset.runs.select_related("organisation", "preset", "triggered_by")[:20]
+    versions = preset_actions.version_history(preset, limit=RECENT_VERSIONS)
     context = {
         "preset": preset,
         "can_run": role_at_least(preset.my_role, Role.OPERATOR),
         "runs": runs,
+        "health": health.preset_health([preset.pk])[preset.pk],
+        "versions": versions,
+        "more_versions": bool(versions) and versions[-1].version.number > 1,
+        "share_url": request.build_absolute_uri(f"{reverse('run_create')}?preset={preset.pk}"),
+        "share_example": _share_example(request, preset),
+        "suspended_default": site_defaults.stuck_suspended_minutes(),
     }
     return render(request, "runs/preset_detail.html", context)
+
+
+@require_GET
+def preset_versions(request: HttpRequest, pk: int) -> HttpResponse:
+    """Every version of a preset, newest first, each with its diff from the one before."""
+    preset = get_scoped_object(WorkflowPreset.objects.all(), request.user, pk=pk)
+    before = request.GET.get("before")
+    before = int(before) if before and before.isdecimal() else None
+    entries = preset_actions.version_history(preset, limit=VERSIONS_PER_PAGE, before=before)
+    older = entries[-1].version.number if entries and entries[-1].version.number > 1 else None
+    context = {"preset": preset, "versions": entries, "older": older, "paged": before}
+    return render(request, "runs/preset_versions.html", context)
 
 
 def preset_create(request: HttpRequest) -> HttpResponse:
@@ -92,10 +125,20 @@ def preset_edit(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             preset = preset_actions.preset_update(
-                form=form, user=request.user, ip=client_ip(request)
+                form=form,
+                user=request.user,
+                ip=client_ip(request),
+                base_version=form.cleaned_data.get("base_version"),
             )
         except IntegrityError:
             form.add_error("name", "A preset with this name was just created. Choose another.")
+        except preset_actions.PresetConflict as exc:
+            newer = exc.preset
+            form.add_error(
+                None,
+                f"Not saved: someone saved v{newer.version} of this preset after you opened "
+                "this form. Open the preset again to see their changes, then edit that version.",
+            )
         else:
             messages.success(request, f"Preset “{preset}” saved.")
             return redirect(preset)
@@ -134,16 +177,34 @@ def preset_run(request: HttpRequest, pk: int) -> HttpResponse:
             user=request.user,
             preset=preset,
             submission_key=clean_submission_key(request.POST.get("submission_key")),
+            confirm_duplicate=request.POST.get("confirm_duplicate") == "1",
             ip=client_ip(request),
         )
     except NoActiveToken as exc:
         messages.error(request, exc.message)
         return redirect(exc.tokens_url)
+    except DuplicateSuspected as exc:
+        return render_duplicate(
+            request,
+            exc,
+            action=reverse("preset_run", args=[preset.pk]),
+            fields=[],
+            cancel_url=preset.get_absolute_url(),
+        )
     except TriggerRefused as exc:
         messages.error(request, exc.message)
         return redirect(preset)
     flash_outcome(request, outcome)
     return redirect(outcome.run)
+
+
+def _share_example(request: HttpRequest, preset: WorkflowPreset) -> str | None:
+    """The share link with one top-level key of the input overridden, as an example."""
+    for key, value in preset.input.items():
+        if key and "." not in key and not isinstance(value, dict | list):
+            base = f"{reverse('run_create')}?preset={preset.pk}"
+            return request.build_absolute_uri(base) + f"&input.{quote(key, safe='')}=…"
+    return None
 
 
 def _my_roles(user) -> dict[int, str]:
