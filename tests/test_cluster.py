@@ -17,7 +17,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture
 def sim():
-    return simulator.ChampSimulator(time_scale=0.5)
+    # Real time: the shortest scripted status (1.5 s) spans several poll
+    # intervals even on a loaded machine.
+    return simulator.ChampSimulator(time_scale=1.0)
 
 
 @pytest.fixture
@@ -111,14 +113,14 @@ def test_two_sweeps_at_once_never_poll_a_run_twice_at_the_same_time(org, sim, se
     settings.CHAMP_POLL_MAX_SWEEPS = 2
     settings.CHAMP_POLL_INTERVAL_SECONDS = 0.2
     settings.CHAMP_POLL_BATCH_SIZE = 20
-    # Times time_scale 0.5: every status lasts >= 1 s, five poll intervals.
+    # Every status lasts >= 1 s, five poll intervals.
     sim.register_workflow(
         9003,
         [
-            ("pending", 2.0),
-            ("in_progress", 3.0),
-            ("suspended", 3.0),
-            ("in_progress", 3.0),
+            ("pending", 1.0),
+            ("in_progress", 1.5),
+            ("suspended", 1.5),
+            ("in_progress", 1.5),
             ("completed", 0),
         ],
     )
@@ -153,13 +155,13 @@ def test_two_sweeps_at_once_never_poll_a_run_twice_at_the_same_time(org, sim, se
 def test_three_clusters_follow_hundreds_of_runs_and_survive_losing_one(org, clusters, sim):
     sim.register_workflow(
         9002,
-        # Times time_scale 0.5: every status lasts >= 3 s, three poll intervals
+        # Every status lasts >= 3 s, three poll intervals
         # (and a run left by the killed cluster has time to be taken over).
         [
-            ("pending", 6.0),
-            ("in_progress", 12.0),
-            ("suspended", 10.0),
-            ("in_progress", 10.0),
+            ("pending", 3.0),
+            ("in_progress", 6.0),
+            ("suspended", 5.0),
+            ("in_progress", 5.0),
             ("completed", 0),
         ],
         output={"ok": True},
