@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from runs import stuck as stuck_runs
 from runs.history import DEFAULT_SORT, SORTS
-from runs.models import OPEN_STATUSES, Organisation, Run, RunStatus, WorkflowPreset
+from runs.models import Organisation, Run, RunStatus, WorkflowPreset
 
 MAX_QUERY_LENGTH = 200
 
@@ -144,7 +144,7 @@ class RunFilter(django_filters.FilterSet):
         if not value:
             return queryset
         limits = stuck_runs.limits_for_open_runs(queryset)
-        return queryset.filter(status__in=OPEN_STATUSES).filter(limits.q())
+        return queryset.open().filter(limits.q())
 
     def filter_started_from(self, queryset, name, value):
         return queryset.filter(triggered_at__gte=_start_of(value))

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from runs import site_defaults
 from runs.jsondiff import json_equal
-from runs.models import OPEN_STATUSES, Organisation, Run, RunStatus, WorkflowPreset
+from runs.models import Organisation, Run, RunStatus, WorkflowPreset
 
 #: How many recent runs of the same workflow are compared with the new input.
 MAX_CANDIDATES = 200
@@ -76,7 +76,7 @@ def recent_twin(
 def open_runs_of(preset: WorkflowPreset, now=None) -> int:
     """Runs of ``preset`` pending, in progress, suspended, or being sent right now."""
     now = now or timezone.now()
-    open_count = Run.objects.filter(preset=preset, status__in=OPEN_STATUSES).count()
+    open_count = Run.objects.filter(preset=preset).open().count()
     sending = Run.objects.filter(
         preset=preset, status=RunStatus.UNKNOWN, triggered_at__gte=now - IN_FLIGHT
     ).count()

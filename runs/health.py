@@ -3,25 +3,32 @@ Preset health: per preset, how often it ran, how often it worked, how long it
 takes, and its last failure — computed with a few grouped queries for a whole
 list of presets, never one query per preset.
 
-Windows are by start time (``triggered_at``, covered by the
-``(preset, -triggered_at)`` index): runs in the last 7 and 30 days, and of the
-last 30 days' runs:
+Windows are by start time (``triggered_at``). Of the last 30 days' runs:
 
+* runs in the last 7 and 30 days;
 * success rate = completed ÷ (completed + failed + rejected); skipped,
   unknown and still-open runs are not counted either way;
 * p50 / p95 duration (``finished_at - triggered_at``) of the completed runs,
   interpolated linearly between the two nearest values (SQL's
   ``percentile_cont``).
 
-Percentiles — the trade-off. PostgreSQL computes them in the same grouped
-query as the counts with ``percentile_cont(…) WITHIN GROUP (ORDER BY …)``:
-exact over the whole window, one index range scan per preset. SQLite has no
-percentile aggregate, so its durations come back as one ordered list per
-preset and are interpolated in Python; to bound memory and time at a million
-runs, only the newest ``SQLITE_SAMPLE`` completed runs of each preset in the
-window are read (a window function keeps the newest per preset). Below that
-many runs per month — every embedded deployment we expect — the numbers are
-exact; above it they describe the most recent runs.
+Cost at a million runs. The counts are one grouped query over the
+``(preset, -triggered_at, status, finished_at)`` index, which covers it: the
+rows themselves are never read. The percentiles are taken over each preset's
+newest ``SAMPLE`` completed runs of the window — all of them for a preset
+that ran fewer times than that in 30 days (exact), the most recent ones for a
+busier preset — so their cost is bounded by the sample, not by the table:
+
+* PostgreSQL: ``percentile_cont(…) WITHIN GROUP (ORDER BY …)`` over a
+  ``LATERAL`` sub-select per preset (newest first, ``LIMIT SAMPLE``), in the
+  database;
+* SQLite has no percentile aggregate: the same samples come back as one
+  ``UNION ALL`` of per-preset sub-selects (durations computed with
+  ``julianday()`` in SQL) and are sorted and interpolated in Python — at most
+  ``SAMPLE`` floats per preset cross the connection.
+
+Both give the same numbers for the same data. The stuck-run limits use the
+same function with a smaller sample (``runs.stuck``).
 
 The last failure (status ``failed`` or ``rejected``, at any time) comes from
 a partial index of failures per preset, so a preset that never fails does not
@@ -35,72 +42,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import connection
-from django.db.models import (
-    Aggregate,
-    Count,
-    F,
-    FloatField,
-    Func,
-    OuterRef,
-    Q,
-    Subquery,
-    Window,
-)
-from django.db.models.functions import RowNumber
+from django.db.models import Count, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from runs.jsondiff import compact
-from runs.models import Run, RunStatus, WorkflowPreset
+from runs.models import FAILURE_STATUS_LIST, Run, RunStatus, WorkflowPreset
 
 SHORT_WINDOW = timedelta(days=7)
 LONG_WINDOW = timedelta(days=30)
-#: SQLite: newest completed runs per preset whose durations are read (see above).
-SQLITE_SAMPLE = 5000
-FAILURE_STATUSES = (RunStatus.FAILED, RunStatus.REJECTED)
-
-
-class DurationSeconds(Func):
-    """``finished_at - triggered_at`` in seconds, as a float (NULL while open)."""
-
-    output_field = FloatField()
-
-    def __init__(self, **extra):
-        super().__init__(F("finished_at"), F("triggered_at"), **extra)
-
-    def as_sql(self, compiler, connection, **extra_context):  # pragma: no cover - other DBs
-        raise NotImplementedError(f"DurationSeconds is not written for {connection.vendor}")
-
-    def as_sqlite(self, compiler, connection, **extra_context):
-        return super().as_sql(
-            compiler,
-            connection,
-            template="((julianday(%(expressions)s)) * 86400.0)",
-            arg_joiner=") - julianday(",
-            **extra_context,
-        )
-
-    def as_postgresql(self, compiler, connection, **extra_context):
-        return super().as_sql(
-            compiler,
-            connection,
-            template="EXTRACT(EPOCH FROM (%(expressions)s))::double precision",
-            arg_joiner=" - ",
-            **extra_context,
-        )
-
-
-class PercentileCont(Aggregate):
-    """PostgreSQL's ``percentile_cont(fraction) WITHIN GROUP (ORDER BY expression)``."""
-
-    function = "percentile_cont"
-    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
-    output_field = FloatField()
-
-    def __init__(self, expression, fraction: float, **extra):
-        if not 0.0 <= fraction <= 1.0:
-            raise ValueError("fraction must be between 0 and 1")
-        # A float we chose, never user input: safe to inline.
-        super().__init__(expression, fraction=repr(float(fraction)), **extra)
+#: Percentiles describe at most this many of a preset's newest completed runs (see above).
+SAMPLE = 1000
+FAILURE_STATUSES = FAILURE_STATUS_LIST  # as the partial index has it (see models)
 
 
 def percentile(ordered: list[float], fraction: float) -> float | None:
@@ -156,50 +108,77 @@ def _ids(preset_ids: Iterable[int | None]) -> list[int]:
 
 
 def duration_stats(
-    preset_ids: Iterable[int | None], *, now=None, window: timedelta = LONG_WINDOW
+    preset_ids: Iterable[int | None],
+    *,
+    now=None,
+    window: timedelta = LONG_WINDOW,
+    sample: int | None = None,
 ) -> dict[int, DurationStats]:
-    """Per preset: completed runs started in ``window`` and their p50 / p95 duration."""
+    """
+    Per preset: its newest ``sample`` completed runs started in ``window``
+    (how many) and their p50 / p95 duration. Presets without any are absent.
+    """
     ids = _ids(preset_ids)
     if not ids:
         return {}
     since = (now or timezone.now()) - window
-    completed = Run.objects.filter(
-        preset_id__in=ids,
-        triggered_at__gte=since,
-        status=RunStatus.COMPLETED,
-        finished_at__isnull=False,
-    ).order_by()
+    sample = int(sample or SAMPLE)
     if connection.vendor == "postgresql":
-        rows = (
-            completed.values("preset_id")
-            .annotate(
-                n=Count("pk"),
-                p50=PercentileCont(DurationSeconds(), 0.5),
-                p95=PercentileCont(DurationSeconds(), 0.95),
-            )
-            .values_list("preset_id", "n", "p50", "p95")
-        )
-        return {pk: DurationStats(n, p50, p95) for pk, n, p50, p95 in rows}
-    return _sqlite_duration_stats(completed)
+        return _postgresql_duration_stats(ids, since, sample)
+    return _sqlite_duration_stats(ids, since, sample)
 
 
-def _sqlite_duration_stats(completed) -> dict[int, DurationStats]:
-    newest = (
-        completed.annotate(
-            seconds=DurationSeconds(),
-            rank=Window(
-                RowNumber(),
-                partition_by=F("preset_id"),
-                order_by=[F("triggered_at").desc(), F("pk").desc()],
-            ),
+def _postgresql_duration_stats(ids: list[int], since, sample: int) -> dict[int, DurationStats]:
+    table = connection.ops.quote_name(Run._meta.db_table)
+    sql = f"""
+        SELECT p.id, count(*),
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY s.seconds),
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY s.seconds)
+        FROM unnest(%s::bigint[]) AS p(id)
+        CROSS JOIN LATERAL (
+            SELECT EXTRACT(EPOCH FROM (r.finished_at - r.triggered_at))::double precision
+                   AS seconds
+            FROM {table} r
+            WHERE r.preset_id = p.id AND r.status = %s AND r.triggered_at >= %s
+                  AND r.finished_at IS NOT NULL
+            ORDER BY r.triggered_at DESC
+            LIMIT %s
+        ) s
+        GROUP BY p.id
+    """  # noqa: S608 - the table name is ours; every value is a parameter
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [ids, RunStatus.COMPLETED, since, sample])
+        rows = cursor.fetchall()
+    return {pk: DurationStats(n, p50, p95) for pk, n, p50, p95 in rows}
+
+
+#: SQLite allows 500 terms in a compound SELECT.
+_SQLITE_COMPOUND_LIMIT = 400
+
+
+def _sqlite_duration_stats(ids: list[int], since, sample: int) -> dict[int, DurationStats]:
+    table = connection.ops.quote_name(Run._meta.db_table)
+    # One newest-first, index-only walk per preset, stopped by LIMIT.
+    part = f"""
+        SELECT * FROM (
+            SELECT preset_id, (julianday(finished_at) - julianday(triggered_at)) * 86400.0
+            FROM {table}
+            WHERE preset_id = %s AND status = %s AND triggered_at >= %s
+                  AND finished_at IS NOT NULL
+            ORDER BY triggered_at DESC
+            LIMIT {sample:d}
         )
-        .filter(rank__lte=SQLITE_SAMPLE)
-        .values_list("preset_id", "seconds")
-    )
+    """  # noqa: S608 - the table name is ours; every value is a parameter
+    since = connection.ops.adapt_datetimefield_value(since)
     durations: dict[int, list[float]] = defaultdict(list)
-    for pk, seconds in newest:
-        # julianday() arithmetic is exact to well under a millisecond.
-        durations[pk].append(round(max(seconds, 0.0), 3))
+    for start in range(0, len(ids), _SQLITE_COMPOUND_LIMIT):
+        chunk = ids[start : start + _SQLITE_COMPOUND_LIMIT]
+        params = [value for pk in chunk for value in (pk, RunStatus.COMPLETED, since)]
+        with connection.cursor() as cursor:
+            cursor.execute(" UNION ALL ".join([part] * len(chunk)), params)
+            for pk, seconds in cursor.fetchall():
+                # julianday() arithmetic is exact to well under a millisecond.
+                durations[pk].append(round(max(seconds, 0.0), 3))
     stats = {}
     for pk, values in durations.items():
         values.sort()
@@ -218,11 +197,13 @@ def preset_health(preset_ids: Iterable[int | None], *, now=None) -> dict[int, Pr
         Run.objects.filter(preset_id__in=ids, triggered_at__gte=now - LONG_WINDOW)
         .order_by()
         .values("preset_id")
+        # COUNT(status) (never NULL), not COUNT(id): every column used is in
+        # the index, so the rows are never read.
         .annotate(
-            runs_30d=Count("pk"),
-            runs_7d=Count("pk", filter=Q(triggered_at__gte=now - SHORT_WINDOW)),
-            completed_30d=Count("pk", filter=Q(status=RunStatus.COMPLETED)),
-            failed_30d=Count("pk", filter=Q(status__in=FAILURE_STATUSES)),
+            runs_30d=Count("status"),
+            runs_7d=Count("status", filter=Q(triggered_at__gte=now - SHORT_WINDOW)),
+            completed_30d=Count("status", filter=Q(status=RunStatus.COMPLETED)),
+            failed_30d=Count("status", filter=Q(status__in=FAILURE_STATUSES)),
         )
     )
     for row in counts:

@@ -413,6 +413,10 @@ FINAL_STATUSES = frozenset(
 )
 #: Statuses the poller follows (Champ knows the run and it may still change).
 OPEN_STATUSES = frozenset({RunStatus.PENDING, RunStatus.IN_PROGRESS, RunStatus.SUSPENDED})
+# The same in one fixed order, for `status IN (…)` filters: SQLite uses a partial
+# index only when the query's list is written exactly as the index's condition.
+OPEN_STATUS_LIST = (RunStatus.PENDING, RunStatus.IN_PROGRESS, RunStatus.SUSPENDED)
+FAILURE_STATUS_LIST = (RunStatus.FAILED, RunStatus.REJECTED)
 
 
 class RunQuerySet(models.QuerySet):
@@ -420,7 +424,7 @@ class RunQuerySet(models.QuerySet):
         return self.filter(organisation__in=Organisation.objects.for_user(user))
 
     def open(self):
-        return self.filter(status__in=OPEN_STATUSES)
+        return self.filter(status__in=OPEN_STATUS_LIST)
 
 
 class Run(models.Model):
@@ -503,7 +507,12 @@ class Run(models.Model):
             # History filters, newest first.
             models.Index(fields=["organisation", "-triggered_at"], name="run_org_time_idx"),
             models.Index(fields=["status", "-triggered_at"], name="run_status_time_idx"),
-            models.Index(fields=["preset", "-triggered_at"], name="run_preset_time_idx"),
+            # Also covers preset health (runs per window, by status, durations):
+            # those read the index alone, never the rows.
+            models.Index(
+                fields=["preset", "-triggered_at", "status", "finished_at"],
+                name="run_preset_time_idx",
+            ),
             models.Index(fields=["triggered_by", "-triggered_at"], name="run_user_time_idx"),
             models.Index(fields=["workflow_id", "-triggered_at"], name="run_workflow_time_idx"),
             # Admin search by Champ run ID across organisations (the unique
@@ -512,14 +521,20 @@ class Run(models.Model):
             # Preset health: a preset's last failure without walking its successes.
             models.Index(
                 fields=["preset", "-triggered_at"],
-                condition=models.Q(status__in=["failed", "rejected"]),
+                condition=models.Q(status__in=FAILURE_STATUS_LIST),
                 name="run_preset_failure_idx",
             ),
-            # Open runs per preset (concurrency limit, stuck runs): a small index.
+            # Open runs only (few): per preset (the limit on runs in progress),
+            # and longest unchanged first (stuck runs).
             models.Index(
                 fields=["preset", "status_changed_at"],
-                condition=models.Q(status__in=["pending", "in_progress", "suspended"]),
+                condition=models.Q(status__in=OPEN_STATUS_LIST),
                 name="run_open_preset_idx",
+            ),
+            models.Index(
+                fields=["status_changed_at"],
+                condition=models.Q(status__in=OPEN_STATUS_LIST),
+                name="run_open_changed_idx",
             ),
         ]
 

@@ -5,8 +5,8 @@ A run is *stuck* when, since its last status change (``status_changed_at``):
 
 * it has been ``pending`` or ``in_progress`` longer than its preset's limit —
   the preset's ``stuck_after_minutes`` when set, else 3 x the 95th percentile
-  duration of the preset's completed runs of the last 30 days (at least
-  ``MIN_SAMPLE`` of them), never below ``CHAMP_STUCK_MIN_MINUTES``; runs
+  duration of the preset's completed runs of the last 30 days (its newest
+  ``SAMPLE``, at least ``MIN_SAMPLE``), never below ``CHAMP_STUCK_MIN_MINUTES``; runs
   without a preset, or of a preset with too little history, use
   ``CHAMP_STUCK_DEFAULT_MINUTES``;
 * or it has been ``suspended`` longer than the preset's
@@ -38,6 +38,8 @@ ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.IN_PROGRESS)
 MIN_SAMPLE = 5
 #: The automatic limit is this many times the 95th percentile duration.
 P95_FACTOR = 3
+#: ... of the preset's newest this-many completed runs of the 30 days (a bounded read).
+SAMPLE = 200
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ def limits_for(preset_ids: Iterable[int | None], *, now=None) -> StuckLimits:
             automatic.append(pk)
         if suspended_limit:
             suspended[pk] = timedelta(minutes=suspended_limit)
-    for pk, stats in health.duration_stats(automatic, now=now).items():
+    for pk, stats in health.duration_stats(automatic, now=now, sample=SAMPLE).items():
         if stats.completed >= MIN_SAMPLE and stats.p95 is not None:
             active[pk] = max(timedelta(seconds=stats.p95 * P95_FACTOR), floor)
     return StuckLimits(
@@ -116,13 +118,9 @@ def limits_for(preset_ids: Iterable[int | None], *, now=None) -> StuckLimits:
 
 def limits_for_open_runs(runs: QuerySet, *, now=None) -> StuckLimits:
     """The limits for every open run of ``runs`` (a scoped queryset)."""
-    preset_ids = (
-        runs.open()
-        .filter(preset__isnull=False)
-        .order_by()
-        .values_list("preset_id", flat=True)
-        .distinct()
-    )
+    # Open runs are few: de-duplicated here. (A DISTINCT would tempt SQLite
+    # into walking the preset index over every run instead of the open ones.)
+    preset_ids = set(runs.open().order_by().values_list("preset_id", flat=True))
     return limits_for(preset_ids, now=now)
 
 

@@ -193,13 +193,27 @@ def test_the_list_costs_the_same_for_many_presets(client_for, alice, org_a, now)
     assert cost() == few
 
 
-@pytest.mark.skipif(connection.vendor != "sqlite", reason="the SQLite sample only")
-def test_sqlite_reads_only_the_newest_completed_runs_per_preset(fixture, now, monkeypatch):
-    nightly = fixture[0]
-    monkeypatch.setattr(health, "SQLITE_SAMPLE", 3)
-    stats = health.duration_stats([nightly.pk], now=now)[nightly.pk]
-    # The newest three completed: 10, 20, 30 s.
-    assert (stats.completed, stats.p50, stats.p95) == (3, 20, pytest.approx(29))
+def test_percentiles_read_only_the_newest_completed_runs_per_preset(fixture, now, monkeypatch):
+    nightly, idle, old, *_ = fixture
+    monkeypatch.setattr(health, "SAMPLE", 3)
+    stats = health.duration_stats([nightly.pk, idle.pk, old.pk], now=now)
+    # The newest three completed of the window: 10, 20, 30 s; the others have none.
+    assert set(stats) == {nightly.pk}
+    assert stats[nightly.pk].completed == 3
+    assert stats[nightly.pk].p50 == pytest.approx(20, abs=0.01)
+    assert stats[nightly.pk].p95 == pytest.approx(29, abs=0.01)
+
+
+def test_many_presets_at_once(org_a, now):
+    presets = [
+        WorkflowPreset.objects.create(organisation=org_a, name=f"P{i}", workflow_id=300 + i)
+        for i in range(450)  # more than one SQLite compound SELECT
+    ]
+    for preset in presets[::90]:
+        recorded(org_a, preset, days_ago=1, status=RunStatus.COMPLETED, seconds=7, now=now)
+    stats = health.duration_stats([preset.pk for preset in presets], now=now)
+    assert sorted(stats) == sorted(preset.pk for preset in presets[::90])
+    assert all(s.p50 == pytest.approx(7, abs=0.01) for s in stats.values())
 
 
 # --- The percentile ---------------------------------------------------------------------------
