@@ -30,6 +30,7 @@ run: install
 	@echo "  Simulator:     http://127.0.0.1:$(SIM_PORT)/   (Ctrl-C stops everything)"
 	@echo
 	CHAMP_PORTAL_DEBUG=1 CHAMP_PORTAL_PORT=$(PORT) CHAMP_SIM_PORT=$(SIM_PORT) \
+	CHAMP_PORTAL_URL=http://127.0.0.1:$(PORT) \
 	CHAMP_API_BASE=http://127.0.0.1:$(SIM_PORT) \
 	CHAMP_SIM_WEBHOOK_URL=http://127.0.0.1:$(PORT)/hooks/champ/demo/ \
 	$(BIN)/honcho start

@@ -263,6 +263,27 @@ CHAMP_POLL_INTERVAL_SECONDS = env_float("CHAMP_POLL_INTERVAL_SECONDS", 1.0)
 CHAMP_POLL_LEASE_SECONDS = env_int("CHAMP_POLL_LEASE_SECONDS", 30)
 CHAMP_POLL_HEARTBEAT_STALE_SECONDS = env_int("CHAMP_POLL_HEARTBEAT_STALE_SECONDS", 20)
 
+# --- Email (failure / stuck-run notifications) --------------------------------
+# The embedded default prints emails on the worker's console.
+EMAIL_BACKEND = env(
+    "CHAMP_PORTAL_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_HOST = env("CHAMP_PORTAL_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("CHAMP_PORTAL_EMAIL_PORT", 25)
+EMAIL_HOST_USER = env("CHAMP_PORTAL_EMAIL_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("CHAMP_PORTAL_EMAIL_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("CHAMP_PORTAL_EMAIL_TLS", False)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env("CHAMP_PORTAL_FROM_EMAIL", "Champ Portal <champ-portal@localhost>")
+# The portal's own address, for links in emails.
+CHAMP_PORTAL_URL = env("CHAMP_PORTAL_URL", "http://127.0.0.1:8000")
+
+# --- Run safeguards ---------------------------------------------------------
+CHAMP_DUPLICATE_WINDOW_MINUTES = env_int("CHAMP_DUPLICATE_WINDOW_MINUTES", 2)
+CHAMP_STUCK_DEFAULT_MINUTES = env_int("CHAMP_STUCK_DEFAULT_MINUTES", 60)
+CHAMP_STUCK_MIN_MINUTES = env_int("CHAMP_STUCK_MIN_MINUTES", 5)
+CHAMP_STUCK_SUSPENDED_MINUTES = env_int("CHAMP_STUCK_SUSPENDED_MINUTES", 1440)
+
 # --- Logging ----------------------------------------------------------------
 LOGGING = {
     "version": 1,
