@@ -269,7 +269,7 @@ def latency(open_runs: int = 1000, time_scale: float = 2.0) -> dict:
         elapsed += path[len(offsets)][1]
         offsets.append((status, elapsed * time_scale))
     with SimulatorProcess("--time-scale", str(time_scale)) as sim:
-        organisation, _ = _org(sim.base_url, "bench-latency")
+        organisation, _ = _org(sim.base_url, f"bench-latency-{open_runs}")
         cluster = _start_cluster()
         time.sleep(3)  # let the cluster come up before the first change is due
         t0 = time.monotonic()
