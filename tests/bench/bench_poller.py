@@ -320,7 +320,7 @@ def latency(open_runs: int = 1000, time_scale: float = 2.0) -> dict:
 
 def scale_out(open_runs: int = 2000, seconds: float = 15.0) -> dict | None:
     """Polls/s with one cluster, then with two (PostgreSQL + Redis only)."""
-    from django.db import connection
+    from django.db import OperationalError, connection
     from django.utils import timezone
 
     from runs import simulator, tasks
@@ -343,7 +343,7 @@ def scale_out(open_runs: int = 2000, seconds: float = 15.0) -> dict | None:
             processes = [_start_cluster(**env) for _ in range(clusters)]
             time.sleep(4)
             for _ in range(clusters):
-                tasks.kick_poller()
+                tasks.kick_poller(dedupe=False)
             time.sleep(3)  # sweeps start
             before, t0 = sim.stats()["gets"], time.monotonic()
             time.sleep(seconds)
@@ -351,9 +351,18 @@ def scale_out(open_runs: int = 2000, seconds: float = 15.0) -> dict | None:
             for process in processes:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-            Run.objects.filter(organisation=organisation).update(
-                lease_owner="", lease_until=None, next_poll_at=timezone.now()
-            )
+            # The killed clusters' database sessions may hold row locks for a
+            # moment after their processes are gone.
+            for attempt in range(10):
+                try:
+                    Run.objects.filter(organisation=organisation).update(
+                        lease_owner="", lease_until=None, next_poll_at=timezone.now()
+                    )
+                    break
+                except OperationalError:
+                    if attempt == 9:
+                        raise
+                    time.sleep(1)
             results[clusters] = rate
             time.sleep(1)
     return {
