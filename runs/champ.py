@@ -241,8 +241,14 @@ def _mask(text: str, token: str | None) -> str:
     return text
 
 
+# Control characters (NUL among them) and unpaired surrogates: valid in a JSON
+# string, but not in a database text column or a UTF-8 page.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0e-\x1f\x7f\ud800-\udfff]")
+
+
 def _clean(text: str, token: str | None) -> str:
-    text = re.sub(r"\s+", " ", _mask(text, token)).strip()
+    text = _UNPRINTABLE.sub("\ufffd", _mask(text, token))
+    text = re.sub(r"\s+", " ", text).strip()
     if len(text) > MAX_MESSAGE_LENGTH:
         text = text[: MAX_MESSAGE_LENGTH - 1] + "…"
     return text

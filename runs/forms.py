@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.utils.text import slugify
 
 from runs.crypto import TOKEN_PREFIX
+from runs.lifecycle import storable
 from runs.models import (
     ApiToken,
     Membership,
@@ -230,6 +231,14 @@ def parse_json_object(text: str | None, *, what: str = "The input") -> dict:
     if _depth(value, INPUT_MAX_DEPTH) > INPUT_MAX_DEPTH:
         raise forms.ValidationError(
             f"{what} is nested too deeply (at most {INPUT_MAX_DEPTH} levels).", code="too_deep"
+        )
+    if storable(value) != value:
+        # Valid JSON, but no database can keep it (PostgreSQL refuses \u0000 in
+        # jsonb) and no page can show it (a lone surrogate is not UTF-8).
+        raise forms.ValidationError(
+            f"{what} contains a NUL character (\\u0000) or an unpaired surrogate escape "
+            "(\\ud800-\\udfff), which cannot be stored: remove it.",
+            code="unstorable",
         )
     return value
 

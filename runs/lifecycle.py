@@ -14,9 +14,17 @@ Whatever saw the change — the trigger response, a poll, a webhook — calls
 A poll that sees no change writes nothing here. After a change to
 ``failed`` commits, ``runs.notifications.run_failed`` may enqueue an email
 (``on_commit``, robust: it can never undo or fail the change).
+
+What Champ sends is stored as it came, except for two things valid JSON may
+carry that no database column can hold: NUL characters (``\\u0000``, refused by
+PostgreSQL's jsonb and text) and unpaired surrogates (``\\ud800``, not UTF-8):
+``storable()`` replaces them with U+FFFD, so one odd reply cannot make the
+poller's whole batch fail again and again.
 """
 
+import json
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,6 +38,50 @@ from runs.models import FINAL_STATUSES, OPEN_STATUSES, EventSource, Run, RunEven
 logger = logging.getLogger(__name__)
 
 _UNSET: Any = object()
+
+#: What json.dumps (ASCII) writes for a NUL character or a surrogate code point.
+_SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|d[89a-f])", re.IGNORECASE)
+_UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable_text(text: str) -> str:
+    return _UNSTORABLE_CHARS.sub("\ufffd", text)
+
+
+def storable(value: Any) -> Any:
+    """
+    ``value`` (JSON data or text) with NUL characters and unpaired surrogates
+    replaced by U+FFFD, in strings and in object keys; everything else as is.
+
+    A Python string holds a surrogate code point only when it is unpaired
+    (``json.loads`` joins a valid pair into one character).
+    """
+    if isinstance(value, str):
+        return _storable_text(value)
+    if not isinstance(value, dict | list):
+        return value
+    try:
+        if not _SUSPECT_ESCAPE.search(json.dumps(value, default=str)):
+            return value  # the common case, decided at C speed
+    except (TypeError, ValueError, RecursionError):
+        pass
+    # Rebuilt without recursion (an output may be nested hundreds deep).
+    root = [value]
+    stack: list[tuple[Any, Any]] = [(root, 0)]
+    while stack:
+        container, key = stack.pop()
+        item = container[key]
+        if isinstance(item, str):
+            container[key] = _storable_text(item)
+        elif isinstance(item, list):
+            container[key] = item = list(item)
+            stack.extend((item, index) for index in range(len(item)))
+        elif isinstance(item, dict):
+            container[key] = item = {
+                _storable_text(k) if isinstance(k, str) else k: v for k, v in item.items()
+            }
+            stack.extend((item, k) for k in item)
+    return root[0]
 
 
 @dataclass(frozen=True)
@@ -58,8 +110,8 @@ def open_run(*, snapshot: dict | None = None, message: str = "", **fields) -> Ru
             to_status=RunStatus.UNKNOWN,
             observed_at=now,
             source=EventSource.TRIGGER,
-            snapshot=snapshot,
-            message=message or "Sending the trigger request to Champ.",
+            snapshot=storable(snapshot),
+            message=storable(message) or "Sending the trigger request to Champ.",
         )
     return run
 
@@ -76,9 +128,15 @@ def record_status(
     message: str = "",
     observed_at: datetime | None = None,
     extra_fields: dict | None = None,
+    seen_changed_at: datetime | None = None,
 ) -> Change:
     """
     Move a run from ``seen`` to ``new`` if it is still ``seen``; append one event.
+
+    ``seen_changed_at``: the ``status_changed_at`` the caller read with
+    ``seen``. Given, the run must not have changed at all since then: a poll
+    that read "in progress" and is recorded only after others recorded
+    "suspended" and "in progress" again is stale, although the status matches.
 
     ``extra_fields`` are written in the same conditional update (e.g. the
     ``champ_run_id`` the trigger response carries). Returns whether a change
@@ -91,23 +149,23 @@ def record_status(
         return Change(recorded=False)
 
     now = observed_at or timezone.now()
-    values: dict[str, Any] = {"status": new, "status_changed_at": now, **(extra_fields or {})}
+    extra = {name: storable(value) for name, value in (extra_fields or {}).items()}
+    values: dict[str, Any] = {"status": new, "status_changed_at": now, **extra}
     if new in FINAL_STATUSES:
         values.update(finished_at=now, next_poll_at=None, lease_owner="", lease_until=None)
     elif new not in OPEN_STATUSES:
         # `unknown`: nothing to poll until someone links the Champ run.
         values.update(next_poll_at=None)
     if output is not _UNSET:
-        values["output"] = output
+        values["output"] = storable(output)
     if error is not None:
-        values["error"] = error
+        values["error"] = storable(error)
 
     with transaction.atomic():
-        updated = (
-            Run.objects.filter(pk=run_id, status=seen)
-            .exclude(status__in=FINAL_STATUSES)
-            .update(**values)
-        )
+        unchanged = Run.objects.filter(pk=run_id, status=seen)
+        if seen_changed_at is not None:
+            unchanged = unchanged.filter(status_changed_at=seen_changed_at)
+        updated = unchanged.exclude(status__in=FINAL_STATUSES).update(**values)
         if not updated:
             return Change(recorded=False)
         # The UPDATE above holds the row lock (PostgreSQL) or the database
@@ -120,8 +178,8 @@ def record_status(
             to_status=new,
             observed_at=now,
             source=source,
-            snapshot=snapshot,
-            message=message,
+            snapshot=storable(snapshot),
+            message=storable(message),
         )
         if new == RunStatus.FAILED:
             # After the commit, outside this transaction; robust: a failure to

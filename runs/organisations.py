@@ -44,6 +44,8 @@ def organisation_update(*, form, user, ip=None) -> Organisation:
         name: [form.initial.get(name), form.cleaned_data[name]] for name in form.changed_data
     }
     organisation = form.save()
+    # A new base URL may be what runs parked after a refused poll were waiting for.
+    _resume_polling(organisation)
     if changes:
         AuditEntry.objects.record(
             action=AuditAction.ORGANISATION_CHANGED,

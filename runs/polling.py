@@ -276,7 +276,7 @@ class Poller:
         age = (now - run.triggered_at).total_seconds()
         since_change = (now - run.status_changed_at).total_seconds()
         status, changed = run.status, False
-        failures, retry_after, error = 0, None, ""
+        failures, retry_after, error, parked = 0, None, "", False
 
         if isinstance(response, champ.WorkflowRun):
             if outcome.token is not None:
@@ -286,6 +286,9 @@ class Poller:
                 change = lifecycle.record_status(
                     run.pk,
                     seen=run.status,
+                    # Stale if the run changed since this poll read it (e.g. the
+                    # lease expired and another sweep recorded newer changes).
+                    seen_changed_at=run.status_changed_at,
                     new=response.status,
                     source=EventSource.POLL,
                     snapshot=response.raw,
@@ -299,6 +302,7 @@ class Poller:
             change = lifecycle.record_status(
                 run.pk,
                 seen=run.status,
+                seen_changed_at=run.status_changed_at,
                 new=RunStatus.FAILED,
                 source=EventSource.POLL,
                 snapshot={"http_status": 404, "error": response.message},
@@ -314,6 +318,18 @@ class Poller:
                 "when the organisation has a valid token."
             )
             retry_after = NO_TOKEN_RETRY_SECONDS
+        elif isinstance(response, champ.ChampError) and response.permanent:
+            # Another 4xx (400, 403, 409, 410, 422 …) or an invalid base URL: the
+            # same request would get the same answer, so it is not retried by
+            # itself (only 429 and 408 are). The run stays as it was, parked
+            # until an admin adds a token or saves the organisation.
+            failures, parked = run.poll_failures + 1, True
+            code = f"HTTP {response.status_code}: " if response.status_code else ""
+            error = (
+                f"Champ refused the status request ({code}{response.message}); it is not "
+                "retried automatically. Polling resumes when an admin of the organisation "
+                "adds a token or saves the organisation's settings."
+            )
         elif isinstance(response, champ.ChampError):
             failures = run.poll_failures + 1
             retry_after = response.retry_after
@@ -333,6 +349,8 @@ class Poller:
                 poll_failures=0,
                 last_poll_error="",
             )
+        elif parked:
+            bookkeeping.append((run.pk, now, failures, error, None))
         else:
             delay = next_poll_delay(
                 age=age,

@@ -61,6 +61,11 @@ def _free_slots(now=None):
     )
 
 
+def _pollable_runs():
+    """Open runs with a next poll (a run parked after a refused poll waits for an admin)."""
+    return Run.objects.open().filter(next_poll_at__isnull=False)
+
+
 def kick_poller(*, dedupe: bool = True) -> bool:
     """
     Enqueue a sweep if one could start (a slot is free or stale).
@@ -83,7 +88,7 @@ def kick_poller(*, dedupe: bool = True) -> bool:
 
 def poll_watchdog() -> str:
     """Every minute: restart polling if open runs exist and no sweep is alive."""
-    if not Run.objects.open().exists():
+    if not _pollable_runs().exists():
         return "no open runs"
     return "sweep enqueued" if kick_poller(dedupe=False) else "sweeps alive"
 
@@ -214,7 +219,7 @@ def poll_sweep(max_seconds: float | None = None, idle_exit_seconds: float = 5.0)
         _release_slot(slot, owner)
     # Hand over while runs remain open. Checked after the slot is released, so
     # a run triggered meanwhile is seen either here or by its own kick.
-    if Run.objects.open().exists():
+    if _pollable_runs().exists():
         kick_poller(dedupe=False)
     summary = f"{owner}: {polls} polls, {changes} changes in {time.monotonic() - started:.1f} s"
     logger.info(summary)

@@ -95,6 +95,7 @@ def champ_webhook(request: HttpRequest, slug: str) -> JsonResponse:
     if status not in CHAMP_STATUSES:
         return _error("data.workflow_run.status is not a Champ status", 400)
 
+    event = lifecycle.storable(str(payload.get("event", ""))[:64])
     run = Run.objects.filter(organisation=organisation, champ_run_id=champ_run_id).first()
     if run is None:
         AuditEntry.objects.record(
@@ -104,7 +105,7 @@ def champ_webhook(request: HttpRequest, slug: str) -> JsonResponse:
             changes={
                 "champ_run_id": champ_run_id,
                 "status": status,
-                "event": str(payload.get("event", ""))[:64],
+                "event": event,
             },
             ip=client_ip(request),
         )
@@ -116,6 +117,6 @@ def champ_webhook(request: HttpRequest, slug: str) -> JsonResponse:
         source=EventSource.WEBHOOK,
         snapshot=workflow_run,
         output=workflow_run.get("output"),
-        message=f"Webhook {str(payload.get('event', ''))[:64]}",
+        message=f"Webhook {event}",
     )
     return JsonResponse({"recorded": change.recorded})

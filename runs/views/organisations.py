@@ -5,6 +5,7 @@ from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
 from runs import organisations as org_actions
@@ -76,6 +77,10 @@ def organisation_edit(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
+# The token is in the POST body and in the locals of every frame below this
+# view (form, crypto): an error report (mail_admins) must carry neither.
+@sensitive_post_parameters("secret")
+@sensitive_variables()
 @require_POST
 def token_add(request: HttpRequest, slug: str) -> HttpResponse:
     organisation = get_organisation_for_user(request.user, slug, Role.ADMIN)
@@ -162,6 +167,7 @@ def member_remove(request: HttpRequest, slug: str, membership_id: int) -> HttpRe
     return redirect(organisation)
 
 
+@sensitive_variables("secret")
 @require_POST
 def webhook_secret_create(request: HttpRequest, slug: str) -> HttpResponse:
     organisation = get_organisation_for_user(request.user, slug, Role.ADMIN)
