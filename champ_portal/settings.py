@@ -265,9 +265,7 @@ CHAMP_POLL_HEARTBEAT_STALE_SECONDS = env_int("CHAMP_POLL_HEARTBEAT_STALE_SECONDS
 
 # --- Email (failure / stuck-run notifications) --------------------------------
 # The embedded default prints emails on the worker's console.
-EMAIL_BACKEND = env(
-    "CHAMP_PORTAL_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
-)
+EMAIL_BACKEND = env("CHAMP_PORTAL_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_HOST = env("CHAMP_PORTAL_EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("CHAMP_PORTAL_EMAIL_PORT", 25)
 EMAIL_HOST_USER = env("CHAMP_PORTAL_EMAIL_USER", "")

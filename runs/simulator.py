@@ -46,6 +46,7 @@ def time_based_first_run_id() -> int:
     """
     return int(time.time() * 1000)
 
+
 WORKFLOW_ECHO = 101
 WORKFLOW_SLOW = 102
 WORKFLOW_FAILS = 103

@@ -8,7 +8,9 @@ the standard library plus the project's own psycopg and redis clients.
 import os
 import sys
 
-DATABASE_URL = os.environ.get("SCALED_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/champ_portal")
+DATABASE_URL = os.environ.get(
+    "SCALED_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/champ_portal"
+)
 BROKER_URL = os.environ.get("SCALED_BROKER_URL", "redis://127.0.0.1:6379/15")
 
 
