@@ -204,13 +204,9 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
-# Behind a reverse proxy, axes must see the client's address, not the proxy's.
-AXES_IPWARE_PROXY_COUNT = 1 if env_bool("CHAMP_PORTAL_BEHIND_PROXY", False) else None
-AXES_IPWARE_META_PRECEDENCE_ORDER = (
-    ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
-    if env_bool("CHAMP_PORTAL_BEHIND_PROXY", False)
-    else ["REMOTE_ADDR"]
-)
+# The client's address by the audit log's rules (runs/request_info.py):
+# REMOTE_ADDR, or X-Forwarded-For only from CHAMP_PORTAL_TRUSTED_PROXIES.
+AXES_CLIENT_IP_CALLABLE = "runs.request_info.client_ip"
 
 # --- django-q2 --------------------------------------------------------------
 # `retry` must exceed `timeout`, or a long task is delivered a second time

@@ -94,3 +94,29 @@ def test_login_form_is_csrf_protected(alice, fresh_axes):
     client = Client(enforce_csrf_checks=True)
     response = client.post(reverse("login"), {"username": "alice", "password": PASSWORD})
     assert response.status_code == 403
+
+
+def test_lockout_uses_the_audit_logs_client_address_rules(client, alice, fresh_axes, settings):
+    settings.CHAMP_PORTAL_TRUSTED_PROXIES = ["10.0.0.5"]
+    via_proxy = {"REMOTE_ADDR": "10.0.0.5", "HTTP_X_FORWARDED_FOR": "203.0.113.7"}
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        client.post(reverse("login"), {"username": "alice", "password": "x"}, **via_proxy)
+    locked = client.post(
+        reverse("login"), {"username": "alice", "password": PASSWORD}, **via_proxy
+    )
+    assert locked.status_code == 429
+    # Another client behind the same proxy is not locked out with it.
+    other = {"REMOTE_ADDR": "10.0.0.5", "HTTP_X_FORWARDED_FOR": "198.51.100.9"}
+    ok = client.post(reverse("login"), {"username": "alice", "password": PASSWORD}, **other)
+    assert ok.status_code == 302
+    # A peer that is not a trusted proxy cannot pick its address by header.
+    spoofed = {"REMOTE_ADDR": "192.0.2.1", "HTTP_X_FORWARDED_FOR": "198.51.100.9"}
+    client.logout()
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        client.post(reverse("login"), {"username": "alice", "password": "x"}, **spoofed)
+    after = client.post(
+        reverse("login"),
+        {"username": "alice", "password": PASSWORD},
+        **{"REMOTE_ADDR": "192.0.2.1", "HTTP_X_FORWARDED_FOR": "203.0.113.99"},
+    )
+    assert after.status_code == 429
