@@ -5,12 +5,15 @@ against the simulator over HTTP, on the test database.
 
 import pytest
 
-from runs import organisations as org_actions
 from runs import simulator, tasks
 from runs.models import Run, RunEvent
-from runs.simulator_server import SimulatorServer
+from tests import test_poller
 from tests.cluster import Cluster, wait_until
 from tests.test_poller import SCRIPTED, start_run, statuses
+
+# test_poller's simulator server and organisation, over this module's real-time `sim`.
+server = test_poller.server
+org = test_poller.org
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -20,21 +23,6 @@ def sim():
     # Real time: the shortest scripted status (1.5 s) spans several poll
     # intervals even on a loaded machine.
     return simulator.ChampSimulator(time_scale=1.0)
-
-
-@pytest.fixture
-def server(sim):
-    with SimulatorServer(sim) as server:
-        yield server
-
-
-@pytest.fixture
-def org(make_org, alice, server):
-    organisation = make_org("clustered", api_base_url=server.base_url, admin=[alice])
-    org_actions.token_add(
-        organisation=organisation, label="sim", secret=simulator.DEMO_TOKEN, user=alice
-    )
-    return organisation
 
 
 @pytest.fixture
