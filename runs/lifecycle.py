@@ -1,15 +1,16 @@
 """
 The one door through which a run's status changes.
 
-Whatever saw the change — the trigger response, a poll, a webhook — calls
-``record_status()``. In one transaction it:
+Whatever saw the change — the trigger response, a webhook — calls
+``record_status()``; the poller hands a whole batch to ``record_changes()``,
+which ``record_status()`` is the one-change case of. In one transaction:
 
-1. updates the run only if its status is still the one the caller saw
-   (``UPDATE … WHERE status = seen``), so two workers that observe the same
-   change record it once;
-2. appends exactly one RunEvent for that change;
-3. sets ``output``/``finished_at`` on final statuses, which are never left: a
-   late poll or a duplicate webhook changes nothing.
+1. each run is changed only if it is still as the caller saw it (status
+   ``seen``, read under lock), so two workers that observe the same change
+   record it once;
+2. exactly one RunEvent is appended per change;
+3. final statuses set ``output``/``finished_at`` and are never left: a late
+   poll or a duplicate webhook changes nothing.
 
 A poll that sees no change writes nothing here. After a change to
 ``failed`` commits, ``runs.notifications.run_failed`` may enqueue an email
@@ -25,11 +26,13 @@ poller's whole batch fail again and again.
 import json
 import logging
 import re
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -92,6 +95,59 @@ class Change:
     event: RunEvent | None = None
 
 
+@dataclass(frozen=True)
+class StatusChange:
+    """
+    One observed change, for ``record_changes()``: run ``run_id`` moved from
+    ``seen`` to ``new`` (``seen_changed_at``: the ``status_changed_at`` read
+    with ``seen``; given, the run must not have changed at all since).
+    """
+
+    run_id: int
+    seen: str
+    new: str
+    source: str
+    observed_at: datetime
+    seen_changed_at: datetime | None = None
+    snapshot: Any = None
+    output: Any = _UNSET
+    error: str | None = None
+    message: str = ""
+    extra_fields: dict = field(default_factory=dict)
+
+    def run_values(self) -> dict[str, Any]:
+        """The run's columns this change writes."""
+        values: dict[str, Any] = {
+            "status": self.new,
+            "status_changed_at": self.observed_at,
+            **{name: storable(value) for name, value in self.extra_fields.items()},
+        }
+        if self.new in FINAL_STATUSES:
+            values.update(
+                finished_at=self.observed_at, next_poll_at=None, lease_owner="", lease_until=None
+            )
+        elif self.new not in OPEN_STATUSES:
+            # `unknown`: nothing to poll until someone links the Champ run.
+            values.update(next_poll_at=None)
+        if self.output is not _UNSET:
+            values["output"] = storable(self.output)
+        if self.error is not None:
+            values["error"] = storable(self.error)
+        return values
+
+    def event(self, seq: int) -> RunEvent:
+        return RunEvent(
+            run_id=self.run_id,
+            seq=seq,
+            from_status=self.seen,
+            to_status=self.new,
+            observed_at=self.observed_at,
+            source=self.source,
+            snapshot=storable(self.snapshot),
+            message=storable(self.message),
+        )
+
+
 def open_run(*, snapshot: dict | None = None, message: str = "", **fields) -> Run:
     """
     Create a run in status ``unknown`` with its first event, before Champ is asked.
@@ -138,57 +194,124 @@ def record_status(
     that read "in progress" and is recorded only after others recorded
     "suspended" and "in progress" again is stale, although the status matches.
 
-    ``extra_fields`` are written in the same conditional update (e.g. the
-    ``champ_run_id`` the trigger response carries). Returns whether a change
-    was recorded; the in-memory ``run`` (if given) is refreshed on success.
+    ``extra_fields`` are written with the change (e.g. the ``champ_run_id``
+    the trigger response carries). Returns whether a change was recorded; the
+    in-memory ``run`` (if given) is refreshed on success.
     """
-    if new not in RunStatus.values:
-        raise ValueError(f"unknown status {new!r}")
     run_id = run if isinstance(run, int) else run.pk
-    if seen == new or seen in FINAL_STATUSES:
+    events = record_changes(
+        [
+            StatusChange(
+                run_id=run_id,
+                seen=seen,
+                new=new,
+                source=source,
+                observed_at=observed_at or timezone.now(),
+                seen_changed_at=seen_changed_at,
+                snapshot=snapshot,
+                output=output,
+                error=error,
+                message=message,
+                extra_fields=extra_fields or {},
+            )
+        ]
+    )
+    if not events:
         return Change(recorded=False)
-
-    now = observed_at or timezone.now()
-    extra = {name: storable(value) for name, value in (extra_fields or {}).items()}
-    values: dict[str, Any] = {"status": new, "status_changed_at": now, **extra}
-    if new in FINAL_STATUSES:
-        values.update(finished_at=now, next_poll_at=None, lease_owner="", lease_until=None)
-    elif new not in OPEN_STATUSES:
-        # `unknown`: nothing to poll until someone links the Champ run.
-        values.update(next_poll_at=None)
-    if output is not _UNSET:
-        values["output"] = storable(output)
-    if error is not None:
-        values["error"] = storable(error)
-
-    with transaction.atomic():
-        unchanged = Run.objects.filter(pk=run_id, status=seen)
-        if seen_changed_at is not None:
-            unchanged = unchanged.filter(status_changed_at=seen_changed_at)
-        updated = unchanged.exclude(status__in=FINAL_STATUSES).update(**values)
-        if not updated:
-            return Change(recorded=False)
-        # The UPDATE above holds the row lock (PostgreSQL) or the database
-        # write lock (SQLite, IMMEDIATE), so this max is stable.
-        last_seq = RunEvent.objects.filter(run_id=run_id).aggregate(m=Max("seq"))["m"] or 0
-        event = RunEvent.objects.create(
-            run_id=run_id,
-            seq=last_seq + 1,
-            from_status=seen,
-            to_status=new,
-            observed_at=now,
-            source=source,
-            snapshot=storable(snapshot),
-            message=storable(message),
-        )
-        if new == RunStatus.FAILED:
-            # After the commit, outside this transaction; robust: a failure to
-            # enqueue the email is logged and never undoes the status change.
-            transaction.on_commit(_after_failure(run_id), robust=True)
-    logger.info("run %s: %s → %s (%s)", run_id, seen, new, source)
     if isinstance(run, Run):
         run.refresh_from_db()
-    return Change(recorded=True, event=event)
+    return Change(recorded=True, event=events[0])
+
+
+def record_changes(changes: Sequence[StatusChange]) -> list[RunEvent]:
+    """
+    Record observed changes in one transaction; return the events written.
+
+    A change applies only while its run is still as the observer saw it
+    (status ``seen``, unchanged since ``seen_changed_at`` when given) and not
+    final, so two workers that observe the same change record it once. The
+    runs are read under lock first (``SELECT … FOR UPDATE`` on PostgreSQL;
+    on SQLite the IMMEDIATE transaction already holds the write lock), so the
+    check holds until the commit. Then one ``executemany`` per set of written
+    columns and one multi-row INSERT of events: a poll batch's hundreds of
+    changes cost a handful of statements, not several each.
+    """
+    for change in changes:
+        if change.new not in RunStatus.values:
+            raise ValueError(f"unknown status {change.new!r}")
+    candidates = [c for c in changes if c.seen != c.new and c.seen not in FINAL_STATUSES]
+    if not candidates:
+        return []
+    with transaction.atomic():
+        current = {
+            pk: (status, changed_at)
+            for pk, status, changed_at in Run.objects.filter(pk__in={c.run_id for c in candidates})
+            .order_by("pk")  # one lock order for every writer: no deadlocks
+            .select_for_update()
+            .values_list("pk", "status", "status_changed_at")
+        }
+        applied = []
+        for change in candidates:
+            status, changed_at = current.get(change.run_id, (None, None))
+            if status != change.seen or status in FINAL_STATUSES:
+                continue
+            if change.seen_changed_at is not None and changed_at != change.seen_changed_at:
+                continue
+            applied.append(change)
+            current[change.run_id] = (change.new, change.observed_at)
+        if not applied:
+            return []
+        _write_runs(applied)
+        events = _append_events(applied)
+        for change in applied:
+            if change.new == RunStatus.FAILED:
+                # After the commit, outside this transaction; robust: a failure to
+                # enqueue the email is logged and never undoes the status change.
+                transaction.on_commit(_after_failure(change.run_id), robust=True)
+    for change in applied:
+        logger.info("run %s: %s → %s (%s)", change.run_id, change.seen, change.new, change.source)
+    return events
+
+
+def _write_runs(changes: list[StatusChange]) -> None:
+    """One ``executemany`` per set of written columns (a poll batch has two or three)."""
+    by_columns: dict[tuple[str, ...], list[tuple[int, dict]]] = defaultdict(list)
+    for change in changes:
+        values = change.run_values()
+        by_columns[tuple(values)].append((change.run_id, values))
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        for names, rows in by_columns.items():
+            fields = [Run._meta.get_field(name) for name in names]
+            assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
+            # Identifiers are the model's own columns, quoted; every value is a parameter.
+            sql = (
+                f"UPDATE {quote(Run._meta.db_table)} SET {assignments} "  # noqa: S608
+                f"WHERE {quote(Run._meta.pk.column)} = %s"
+            )
+            cursor.executemany(
+                sql,
+                [
+                    [f.get_db_prep_save(values[f.name], connection) for f in fields] + [run_id]
+                    for run_id, values in rows
+                ],
+            )
+
+
+def _append_events(changes: list[StatusChange]) -> list[RunEvent]:
+    """One event per change, numbered after the run's last (stable: the runs are locked)."""
+    last_seq = dict(
+        RunEvent.objects.filter(run_id__in={c.run_id for c in changes})
+        .order_by()
+        .values("run_id")
+        .annotate(last=Max("seq"))
+        .values_list("run_id", "last")
+    )
+    events = []
+    for change in changes:
+        last_seq[change.run_id] = last_seq.get(change.run_id, 0) + 1
+        events.append(change.event(last_seq[change.run_id]))
+    return RunEvent.objects.bulk_create(events)
 
 
 def _after_failure(run_id: int):

@@ -20,7 +20,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from runs import champ, lifecycle
@@ -97,6 +96,18 @@ def next_poll_delay(
 class BatchResult:
     polls: int = 0
     changes: int = 0
+
+
+@dataclass
+class _Bookkeeping:
+    """What one poll writes besides a status change: when, how it went, when next."""
+
+    run_id: int
+    polled_at: Any
+    failures: int = 0
+    error: str = ""
+    next_poll_at: Any = None
+    final: bool = False
 
 
 @dataclass
@@ -209,28 +220,28 @@ class Poller:
 
     def _record(self, outcomes: list[_Outcome]) -> BatchResult:
         now = timezone.now()
-        result = BatchResult()
         rejected_tokens: dict[int, ApiToken] = {}
         used_tokens: set[int] = set()
+        changes: list[lifecycle.StatusChange] = []
+        bookkeeping: list[_Bookkeeping] = []
+        for outcome in outcomes:
+            self._assess(outcome, now, rejected_tokens, used_tokens, changes, bookkeeping)
         # One transaction per batch: one commit (one fsync on SQLite) for
-        # hundreds of polls; each change still gets its own event.
-        bookkeeping: list[tuple] = []
+        # hundreds of polls, the changes first (they release final runs).
         with transaction.atomic():
-            for outcome in outcomes:
-                changed = self._record_one(outcome, now, rejected_tokens, used_tokens, bookkeeping)
-                result.polls += 1
-                result.changes += int(changed)
+            events = lifecycle.record_changes(changes)
             self._write_bookkeeping(bookkeeping)
             if used_tokens:
                 ApiToken.objects.filter(pk__in=used_tokens).update(last_used_at=now)
         for token in rejected_tokens.values():
             token_mark_rejected(token)
             self._forget_token(token.organisation_id)
-        return result
+        return BatchResult(polls=len(outcomes), changes=len(events))
 
-    def _write_bookkeeping(self, rows: list[tuple]) -> None:
+    def _write_bookkeeping(self, rows: list["_Bookkeeping"]) -> None:
         """
-        Release the leases and set the next polls of a batch in one ``executemany``.
+        Release the leases and set the next polls of a batch: one ``executemany``
+        for the runs still open, one for those that just went final.
 
         The hot path of the poller: most polls see no change, and one
         statement for the batch costs a fraction of one ORM update per run.
@@ -238,79 +249,81 @@ class Poller:
         holds the lease, and never on a run that went final meanwhile (a
         webhook), whose ``next_poll_at`` stays NULL.
         """
-        if not rows:
-            return
         ops, quote = connection.ops, connection.ops.quote_name
         table = quote(Run._meta.db_table)
-        open_placeholders = ", ".join(["%s"] * len(OPEN_STATUSES))
-        sql = (
+        polled = (
             # Identifiers are quoted constants; every value is a parameter.
             f"UPDATE {table} SET {quote('last_polled_at')} = %s, "  # noqa: S608
             f"{quote('poll_attempts')} = {quote('poll_attempts')} + 1, "
-            f"{quote('poll_failures')} = %s, {quote('last_poll_error')} = %s, "
-            f"{quote('next_poll_at')} = %s, {quote('lease_owner')} = '', "
+            f"{quote('poll_failures')} = %s, {quote('last_poll_error')} = %s"
+        )
+        open_placeholders = ", ".join(["%s"] * len(OPEN_STATUSES))
+        still_open = (
+            f"{polled}, {quote('next_poll_at')} = %s, {quote('lease_owner')} = '', "
             f"{quote('lease_until')} = NULL "
             f"WHERE {quote('id')} = %s AND {quote('lease_owner')} = %s "
             f"AND {quote('status')} IN ({open_placeholders})"
         )
+        # The lifecycle already released the lease and cleared next_poll_at.
+        went_final = f"{polled} WHERE {quote('id')} = %s"
         statuses = sorted(OPEN_STATUSES)
-        params = [
-            (
-                ops.adapt_datetimefield_value(polled_at),
-                failures,
-                error,
-                ops.adapt_datetimefield_value(next_poll_at),
-                run_id,
-                self.owner,
-                *statuses,
-            )
-            for run_id, polled_at, failures, error, next_poll_at in rows
-        ]
+        open_params, final_params = [], []
+        for row in rows:
+            polled_at = ops.adapt_datetimefield_value(row.polled_at)
+            if row.final:
+                final_params.append((polled_at, 0, "", row.run_id))
+            else:
+                next_poll_at = ops.adapt_datetimefield_value(row.next_poll_at)
+                guard = (row.run_id, self.owner, *statuses)
+                open_params.append((polled_at, row.failures, row.error, next_poll_at, *guard))
         with connection.cursor() as cursor:
-            cursor.executemany(sql, params)
+            if open_params:
+                cursor.executemany(still_open, open_params)
+            if final_params:
+                cursor.executemany(went_final, final_params)
 
-    def _record_one(
-        self, outcome: _Outcome, now, rejected_tokens, used_tokens, bookkeeping
-    ) -> bool:
+    def _assess(
+        self, outcome: _Outcome, now, rejected_tokens, used_tokens, changes, bookkeeping
+    ) -> None:
+        """Turn one poll's outcome into a change (if any) and its bookkeeping row."""
         run, response = outcome.run, outcome.result
         age = (now - run.triggered_at).total_seconds()
         since_change = (now - run.status_changed_at).total_seconds()
-        status, changed = run.status, False
+        status = run.status
         failures, retry_after, error, parked = 0, None, "", False
+        observed = {
+            "run_id": run.pk,
+            "seen": run.status,
+            # Stale if the run changed since this poll read it (e.g. the lease
+            # expired and another sweep recorded newer changes).
+            "seen_changed_at": run.status_changed_at,
+            "source": EventSource.POLL,
+            "observed_at": now,
+        }
 
         if isinstance(response, champ.WorkflowRun):
             if outcome.token is not None:
                 used_tokens.add(outcome.token.pk)
             if response.status != run.status:
                 extra = {"output": response.output} if response.status in FINAL_STATUSES else {}
-                change = lifecycle.record_status(
-                    run.pk,
-                    seen=run.status,
-                    # Stale if the run changed since this poll read it (e.g. the
-                    # lease expired and another sweep recorded newer changes).
-                    seen_changed_at=run.status_changed_at,
-                    new=response.status,
-                    source=EventSource.POLL,
-                    snapshot=response.raw,
-                    observed_at=now,
-                    **extra,
+                changes.append(
+                    lifecycle.StatusChange(
+                        new=response.status, snapshot=response.raw, **observed, **extra
+                    )
                 )
-                changed = change.recorded
                 status, since_change = response.status, 0.0
         elif isinstance(response, champ.ChampNotFound):
             # Champ no longer knows the run: close it rather than poll forever.
-            change = lifecycle.record_status(
-                run.pk,
-                seen=run.status,
-                seen_changed_at=run.status_changed_at,
-                new=RunStatus.FAILED,
-                source=EventSource.POLL,
-                snapshot={"http_status": 404, "error": response.message},
-                error=f"Champ answered 404 for this run: {response.message}",
-                message="Run not found at Champ",
-                observed_at=now,
+            changes.append(
+                lifecycle.StatusChange(
+                    new=RunStatus.FAILED,
+                    snapshot={"http_status": 404, "error": response.message},
+                    error=f"Champ answered 404 for this run: {response.message}",
+                    message="Run not found at Champ",
+                    **observed,
+                )
             )
-            return change.recorded
+            status = RunStatus.FAILED
         elif isinstance(response, champ.ChampAuthError):
             rejected_tokens[outcome.token.pk] = outcome.token
             error = (
@@ -342,15 +355,9 @@ class Poller:
             retry_after = NO_TOKEN_RETRY_SECONDS
 
         if status in FINAL_STATUSES:
-            # The lifecycle already released the lease and cleared next_poll_at.
-            Run.objects.filter(pk=run.pk).update(
-                last_polled_at=now,
-                poll_attempts=F("poll_attempts") + 1,
-                poll_failures=0,
-                last_poll_error="",
-            )
+            bookkeeping.append(_Bookkeeping(run.pk, now, final=True))
         elif parked:
-            bookkeeping.append((run.pk, now, failures, error, None))
+            bookkeeping.append(_Bookkeeping(run.pk, now, failures, error, next_poll_at=None))
         else:
             delay = next_poll_delay(
                 age=age,
@@ -360,8 +367,8 @@ class Poller:
                 retry_after=retry_after,
                 interval=settings.CHAMP_POLL_INTERVAL_SECONDS,
             )
-            bookkeeping.append((run.pk, now, failures, error, now + timedelta(seconds=delay)))
-        return changed
+            next_poll_at = now + timedelta(seconds=delay)
+            bookkeeping.append(_Bookkeeping(run.pk, now, failures, error, next_poll_at))
 
 
 def poller_status() -> dict:

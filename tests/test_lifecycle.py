@@ -113,3 +113,91 @@ def test_rejected_is_final(org_a, alice):
     lifecycle.record_status(run, seen="unknown", new="rejected", source="trigger", error="401")
     assert not lifecycle.observe_status(run, new="pending", source="webhook").recorded
     assert Run.objects.get(pk=run.pk).status == "rejected"
+
+
+# --- A poll batch's changes at once -------------------------------------------------
+
+
+def _runs_in(status, org, user, count):
+    runs = []
+    for number in range(count):
+        run = lifecycle.open_run(organisation=org, workflow_id=101, input={}, triggered_by=user)
+        lifecycle.record_status(
+            run,
+            seen="unknown",
+            new=status,
+            source="trigger",
+            extra_fields={"champ_run_id": 9000 + run.pk + number},
+        )
+        runs.append(run)
+    return runs
+
+
+def test_a_batch_records_only_the_changes_whose_runs_are_still_as_seen(org_a, alice):
+    fresh, stale, finished = _runs_in("pending", org_a, alice, 3)
+    lifecycle.record_status(stale, seen="pending", new="in_progress", source="webhook")
+    lifecycle.record_status(finished, seen="pending", new="completed", source="webhook")
+    at = fresh.status_changed_at
+    events = lifecycle.record_changes(
+        [
+            lifecycle.StatusChange(
+                run_id=run.pk,
+                seen="pending",
+                new="in_progress",
+                source="poll",
+                observed_at=at,
+                seen_changed_at=run.status_changed_at,
+            )
+            for run in (fresh, stale, finished)
+        ]
+    )
+    assert [event.run_id for event in events] == [fresh.pk]
+    assert path_of(fresh)[-1] == ("pending", "in_progress")
+    assert path_of(stale)[-1] == ("pending", "in_progress")  # the webhook's, not a second
+    assert RunEvent.objects.filter(run=stale, to_status="in_progress").count() == 1
+    assert Run.objects.get(pk=finished.pk).status == "completed"
+
+
+def test_a_batch_writes_each_change_with_its_own_columns(
+    org_a, alice, django_capture_on_commit_callbacks
+):
+    done, broken, running = _runs_in("in_progress", org_a, alice, 3)
+    change = {"seen": "in_progress", "source": "poll", "observed_at": done.status_changed_at}
+    with django_capture_on_commit_callbacks() as callbacks:
+        events = lifecycle.record_changes(
+            [
+                lifecycle.StatusChange(run_id=done.pk, new="completed", output={"n": 1}, **change),
+                lifecycle.StatusChange(
+                    run_id=broken.pk, new="failed", error="boom \x00", **change
+                ),
+                lifecycle.StatusChange(
+                    run_id=running.pk, new="suspended", snapshot={"s": "\ud800"}, **change
+                ),
+            ]
+        )
+    assert [(e.run_id, e.seq) for e in events] == [(done.pk, 3), (broken.pk, 3), (running.pk, 3)]
+    assert all(e.pk for e in events)
+    done, broken, running = (Run.objects.get(pk=r.pk) for r in (done, broken, running))
+    assert (done.status, done.output, done.next_poll_at) == ("completed", {"n": 1}, None)
+    assert done.finished_at == change["observed_at"]
+    assert (broken.status, broken.error) == ("failed", "boom \ufffd")
+    assert running.status == "suspended" and running.finished_at is None
+    assert running.events.get(seq=3).snapshot == {"s": "\ufffd"}
+    # Only the failure asks for a notification, once its change has committed.
+    assert [callback.__name__ for callback in callbacks] == ["notify_run_failed"]
+
+
+def test_a_run_changing_twice_in_one_batch_gets_consecutive_events(run):
+    at = run.status_changed_at
+    events = lifecycle.record_changes(
+        [
+            lifecycle.StatusChange(
+                run_id=run.pk, seen="pending", new="in_progress", source="poll", observed_at=at
+            ),
+            lifecycle.StatusChange(
+                run_id=run.pk, seen="in_progress", new="completed", source="poll", observed_at=at
+            ),
+        ]
+    )
+    assert [e.seq for e in events] == [3, 4]
+    assert path_of(run)[-2:] == [("pending", "in_progress"), ("in_progress", "completed")]

@@ -245,10 +245,10 @@ def open_run(org_a, alice):
 def test_an_event_is_written_in_the_same_transaction_as_the_change(open_run, monkeypatch):
     """If the event cannot be written, the status change is rolled back with it."""
 
-    def refuse(**kwargs):
+    def refuse(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(RunEvent.objects, "create", refuse)
+    monkeypatch.setattr(RunEvent.objects, "bulk_create", refuse)
     with pytest.raises(RuntimeError):
         lifecycle.record_status(open_run, seen="pending", new="completed", source="poll")
     run = Run.objects.get(pk=open_run.pk)
