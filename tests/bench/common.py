@@ -7,15 +7,23 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_DIR = ROOT / "var" / "bench"
 
 
 def setup_django() -> None:
-    """Point Django at the bench database (a fresh SQLite file unless DATABASE_URL is set)."""
+    """
+    Point Django at a bench database of its own, emptied first: a fresh SQLite
+    file, or with ``DATABASE_URL=postgres://…/NAME`` the database ``NAME_bench``
+    on the same server (created when missing), never ``NAME`` itself.
+    """
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    if "DATABASE_URL" not in os.environ:
+    url = os.environ.get("DATABASE_URL", "")
+    if url.startswith(("postgres://", "postgresql://")):
+        os.environ["DATABASE_URL"] = _postgres_bench_database(url)
+    else:
         db = BENCH_DIR / "bench.sqlite3"
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
@@ -36,6 +44,22 @@ def setup_django() -> None:
     call_command("migrate", "--noinput", verbosity=0)
     # A PostgreSQL bench database is reused: start from empty tables.
     call_command("flush", "--noinput", verbosity=0)
+
+
+def _postgres_bench_database(url: str) -> str:
+    """The URL of ``<name>_bench`` beside the database ``url`` names, created if missing."""
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/") or "postgres"
+    bench_name = name if name.endswith("_bench") else f"{name}_bench"
+    maintenance = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(maintenance, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [bench_name])
+        if exists.fetchone() is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(bench_name)))
+    return urlunsplit(parts._replace(path=f"/{bench_name}"))
 
 
 def free_port() -> int:
