@@ -14,6 +14,7 @@ import logging
 import random
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -97,6 +98,9 @@ class BatchResult:
     polls: int = 0
     changes: int = 0
 
+    def __add__(self, other: "BatchResult") -> "BatchResult":
+        return BatchResult(self.polls + other.polls, self.changes + other.changes)
+
 
 @dataclass
 class _Bookkeeping:
@@ -125,8 +129,11 @@ class _LoopThread:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
 
+    def submit(self, coroutine) -> Future:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
     def run(self, coroutine, timeout: float | None = None):
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+        return self.submit(coroutine).result(timeout)
 
     def stop(self):
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -146,6 +153,7 @@ class Poller:
         self._transport = transport
         self._max_connections = max_connections or settings.CHAMP_POLL_CONCURRENCY
         self._tokens: dict[int, tuple[float, ApiToken | None, str | None]] = {}
+        self._in_flight: set[Future] = set()
 
     def __enter__(self):
         self._loop = _LoopThread()
@@ -156,6 +164,9 @@ class Poller:
         return self
 
     def __exit__(self, *exc_info):
+        # A batch left in flight (the sweep is failing): its leases expire.
+        for polling in list(self._in_flight):
+            polling.cancel()
         try:
             self._loop.run(self._champ.aclose(), timeout=10)
         finally:
@@ -187,6 +198,17 @@ class Poller:
 
     def poll(self, run_ids: list[int]) -> BatchResult:
         """Poll the leased runs ``run_ids`` once each and record the outcomes."""
+        return self.record(self.start(run_ids))
+
+    def start(self, run_ids: list[int]) -> Future:
+        """
+        Start polling the leased runs ``run_ids``; pass the result to ``record()``.
+
+        The requests go out in the loop thread while the caller goes on: the
+        sweep claims and starts the next batch before recording this one, so
+        one batch's requests are in flight while the database work of the
+        previous one is done.
+        """
         runs = list(
             Run.objects.filter(pk__in=run_ids, lease_owner=self.owner)
             .select_related("organisation")
@@ -197,8 +219,14 @@ class Poller:
         for run in runs:
             token, plaintext = self._token_for(run)
             jobs.append((run, token, plaintext))
-        outcomes = self._loop.run(self._poll_all(jobs))
-        return self._record(outcomes)
+        polling = self._loop.submit(self._poll_all(jobs))
+        self._in_flight.add(polling)
+        polling.add_done_callback(self._in_flight.discard)
+        return polling
+
+    def record(self, polling: Future) -> BatchResult:
+        """Wait for a batch ``start()`` started and record what Champ said."""
+        return self._record(polling.result())
 
     async def _poll_all(self, jobs) -> list[_Outcome]:
         async def one(run: Run, token: ApiToken | None, plaintext: str | None) -> _Outcome:

@@ -184,13 +184,15 @@ def poll_sweep(max_seconds: float | None = None, idle_exit_seconds: float = 5.0)
         return "no free sweep slot"
     max_seconds = settings.CHAMP_POLL_SWEEP_SECONDS if max_seconds is None else max_seconds
     started = time.monotonic()
-    polls = changes = 0
+    done = polling.BatchResult()
     idle_since = None
     last_scale_up = started
     try:
         with polling.Poller(owner=owner) as poller:
+            # One batch in flight while the previous one is recorded.
+            in_flight = None
             while time.monotonic() - started < max_seconds:
-                if not _heartbeat(slot, owner, polls):
+                if not _heartbeat(slot, owner, done.polls):
                     logger.warning("sweep %s lost its slot %s; stopping", owner, slot)
                     break
                 ids = claim_due_runs(owner, limit=settings.CHAMP_POLL_BATCH_SIZE)
@@ -204,9 +206,15 @@ def poll_sweep(max_seconds: float | None = None, idle_exit_seconds: float = 5.0)
                         # (if a slot is free; with one slot this is a no-op).
                         last_scale_up = time.monotonic()
                         kick_poller(dedupe=False)
-                    result = poller.poll(ids)
-                    polls += result.polls
-                    changes += result.changes
+                    started_batch = poller.start(ids)
+                    if in_flight is not None:
+                        done += poller.record(in_flight)
+                    in_flight = started_batch
+                    continue
+                if in_flight is not None:
+                    # Record before waiting: its runs' next polls decide the wait.
+                    done += poller.record(in_flight)
+                    in_flight = None
                     continue
                 wait = _seconds_until_next_due(timezone.now())
                 if wait < 0:  # nothing open at all
@@ -215,12 +223,15 @@ def poll_sweep(max_seconds: float | None = None, idle_exit_seconds: float = 5.0)
                         break
                     wait = 0.5
                 time.sleep(min(max(wait, 0.02), 0.5))
+            if in_flight is not None:
+                done += poller.record(in_flight)
     finally:
         _release_slot(slot, owner)
     # Hand over while runs remain open. Checked after the slot is released, so
     # a run triggered meanwhile is seen either here or by its own kick.
     if _pollable_runs().exists():
         kick_poller(dedupe=False)
-    summary = f"{owner}: {polls} polls, {changes} changes in {time.monotonic() - started:.1f} s"
+    elapsed = time.monotonic() - started
+    summary = f"{owner}: {done.polls} polls, {done.changes} changes in {elapsed:.1f} s"
     logger.info(summary)
     return summary

@@ -123,6 +123,24 @@ def test_a_sweep_drives_every_workflow_through_its_scripted_path(org, fast_polli
     assert sim.max_inflight() == 1  # never two GETs of one run at once
 
 
+def test_every_batch_a_sweep_sent_is_recorded_even_the_one_in_flight_at_the_end(
+    org, settings, sim
+):
+    # Always due, small batches: the sweep keeps one batch in flight while it
+    # records the previous one, and is stopped by its time limit mid-stream.
+    settings.CHAMP_POLL_INTERVAL_SECONDS = 0
+    settings.CHAMP_POLL_BATCH_SIZE = 3
+    runs = [start_run(org, simulator.WORKFLOW_SLOW) for _ in range(7)]
+    summary = tasks.poll_sweep(max_seconds=1.0, idle_exit_seconds=0.2)
+    recorded = sum(
+        Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("poll_attempts", flat=True)
+    )
+    assert recorded == sim.stats()["gets"] > 2 * len(runs)
+    assert f"{recorded} polls" in summary
+    assert not Run.objects.exclude(lease_owner="").exists()  # every lease released
+    assert sim.max_inflight() == 1
+
+
 def test_a_run_champ_no_longer_knows_is_closed_as_failed_with_the_reason(org, fast_polling, sim):
     run = start_run(org, simulator.WORKFLOW_SLOW)
     sim.reset()  # Champ forgets every run: its GET now answers 404

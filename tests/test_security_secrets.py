@@ -329,7 +329,7 @@ def test_write_only_tokens_crawl_pages_admin_logs_broker_and_database(
     def explode(self, run_ids):
         raise RuntimeError("poll exploded")
 
-    monkeypatch.setattr(polling.Poller, "poll", explode)
+    monkeypatch.setattr(polling.Poller, "start", explode)
     async_task(tasks.SWEEP_TASK)
     (failing,) = queued_payloads(broker)
     broker.purge_queue()
