@@ -16,11 +16,11 @@ from django.db import connection
 from django.utils import timezone
 
 from runs import site_defaults
-from runs.jsondiff import json_equal
+from runs.jsondiff import json_digest, json_equal
 from runs.models import Organisation, Run, RunStatus, WorkflowPreset
 
-#: How many recent runs of the same workflow are compared with the new input.
-MAX_CANDIDATES = 200
+#: How many recent runs with an equal input digest are compared with the new input.
+MAX_CANDIDATES = 20
 #: A run still ``unknown`` this young is probably being sent: it counts as in progress.
 IN_FLIGHT = timedelta(minutes=2)
 
@@ -60,7 +60,10 @@ def recent_twin(
     since = (now or timezone.now()) - timedelta(minutes=minutes)
     candidates = (
         Run.objects.filter(
-            organisation=organisation, workflow_id=workflow_id, triggered_at__gte=since
+            organisation=organisation,
+            workflow_id=workflow_id,
+            input_digest=json_digest(input),
+            triggered_at__gte=since,
         )
         .exclude(status=RunStatus.REJECTED)
         .select_related("triggered_by")
@@ -68,6 +71,7 @@ def recent_twin(
         .order_by("-triggered_at", "-pk")[:MAX_CANDIDATES]
     )
     for run in candidates:
+        # Equal digests mean equal inputs; comparing costs little and makes sure.
         if json_equal(run.input, input):
             return run
     return None

@@ -21,6 +21,7 @@ Semantics (JSON's, not Python's):
 """
 
 import copy
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -95,6 +96,26 @@ def json_equal(a: Any, b: Any) -> bool:
     if type(a) is not type(b):
         return False
     return a == b
+
+
+def json_digest(value: Any) -> str:
+    """
+    A SHA-256 hex digest of ``value`` that agrees with :func:`json_equal`: equal
+    values have equal digests (key order ignored, ``1.0`` written as ``1``,
+    ``true`` kept apart from ``1``), so an index can find equal inputs.
+    """
+
+    def canonical(item: Any) -> Any:
+        if isinstance(item, float) and item.is_integer():
+            return int(item)
+        if isinstance(item, dict):
+            return {key: canonical(inner) for key, inner in item.items()}
+        if isinstance(item, list):
+            return [canonical(inner) for inner in item]
+        return item
+
+    text = json.dumps(canonical(value), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def apply_diff(old: Any, changes: list[Change]) -> Any:

@@ -36,6 +36,7 @@ from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from runs.jsondiff import json_digest
 from runs.models import FINAL_STATUSES, OPEN_STATUSES, EventSource, Run, RunEvent, RunStatus
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,7 @@ def open_run(*, snapshot: dict | None = None, message: str = "", **fields) -> Ru
     """
     now = timezone.now()
     fields.setdefault("triggered_at", now)
+    fields["input_digest"] = json_digest(fields.get("input", {}))
     with transaction.atomic():
         run = Run.objects.create(status=RunStatus.UNKNOWN, status_changed_at=now, **fields)
         RunEvent.objects.create(

@@ -452,6 +452,10 @@ class Run(models.Model):
         max_length=16, choices=RunStatus.choices, default=RunStatus.UNKNOWN, editable=False
     )
     input = models.JSONField(default=dict, blank=True)
+    # jsondiff.json_digest(input), set by lifecycle.open_run: the duplicate-run
+    # guard finds an equal recent input through an index instead of loading
+    # and comparing every recent run's input.
+    input_digest = models.CharField(max_length=64, blank=True, editable=False)
     output = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     champ_url = models.URLField(max_length=500, blank=True)
@@ -515,6 +519,12 @@ class Run(models.Model):
             ),
             models.Index(fields=["triggered_by", "-triggered_at"], name="run_user_time_idx"),
             models.Index(fields=["workflow_id", "-triggered_at"], name="run_workflow_time_idx"),
+            # The duplicate-run guard: this organisation's runs of a workflow
+            # with an equal input, newest first.
+            models.Index(
+                fields=["organisation", "workflow_id", "input_digest", "-triggered_at"],
+                name="run_twin_idx",
+            ),
             # Admin search by Champ run ID across organisations (the unique
             # constraint's index leads with the organisation).
             models.Index(fields=["champ_run_id"], name="run_champ_run_id_idx"),

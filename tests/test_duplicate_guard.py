@@ -1,6 +1,7 @@
 """The duplicate-run guard ("run anyway?") and a preset's limit on runs in progress."""
 
 import html
+import importlib
 from datetime import timedelta
 
 import pytest
@@ -8,6 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from runs import lifecycle
+from runs.jsondiff import json_digest
 from runs.models import AuditAction, AuditEntry, EventSource, Run, RunStatus
 from runs.simulator import WORKFLOW_ECHO, WORKFLOW_SLOW
 from runs.triggering import DuplicateSuspected, OpenRunLimitReached, run_trigger
@@ -160,6 +162,30 @@ def test_another_workflow_or_organisation_is_not_identical(
     run_started_ago(org_b, 10, input={})
     run_trigger(organisation=org_a, workflow_id=WORKFLOW_ECHO, input={}, user=olivia)
     assert Run.objects.filter(organisation=org_a, workflow_id=WORKFLOW_ECHO).count() == 1
+
+
+def test_the_twin_is_found_among_many_newer_runs_of_the_workflow(
+    olivia, org_a, champ_org, champ_server
+):
+    run_started_ago(org_a, 60, input={"batch": "nightly"}, user=olivia)
+    for number in range(250):  # newer runs of the same workflow, other inputs
+        run_started_ago(org_a, 30, input={"batch": number}, user=olivia)
+    with pytest.raises(DuplicateSuspected):
+        run_trigger(
+            organisation=org_a, workflow_id=WORKFLOW_ECHO, input={"batch": "nightly"}, user=olivia
+        )
+
+
+def test_the_migration_gives_existing_runs_their_input_digest(org_a, olivia):
+    from django.apps import apps
+
+    twin = run_started_ago(org_a, 10, input={"n": 1.0, "a": [True]}, user=olivia)
+    Run.objects.filter(pk=twin.pk).update(input_digest="")  # as before the migration
+    migration = importlib.import_module("runs.migrations.0009_run_input_digest")
+
+    migration.fill_input_digests(apps, schema_editor=None)
+
+    assert Run.objects.get(pk=twin.pk).input_digest == json_digest({"a": [True], "n": 1})
 
 
 def test_a_rejected_run_never_started_and_does_not_count(olivia, org_a, champ_org, champ_server):

@@ -12,6 +12,7 @@ from runs.jsondiff import (
     changed_paths,
     diff,
     format_path,
+    json_digest,
     json_equal,
     summary,
 )
@@ -92,6 +93,7 @@ def test_a_type_change_is_one_change_carrying_both_values():
 def test_json_equality_is_not_pythons(a, b, equal):
     assert json_equal(a, b) is equal
     assert (diff(a, b) == []) is equal
+    assert (json_digest(a) == json_digest(b)) is equal
 
 
 def test_whole_values_that_are_not_containers():
@@ -199,3 +201,28 @@ def test_every_path_exists_on_the_side_it_claims(old, new):
 def test_key_order_never_matters(value):
     reordered = dict(reversed(list(value.items())))
     assert diff(value, reordered) == []
+
+
+def _equal_variant(value):
+    """The same JSON value written differently: keys reversed, integral numbers as floats."""
+    if isinstance(value, dict):
+        return {key: _equal_variant(value[key]) for key in reversed(list(value))}
+    if isinstance(value, list):
+        return [_equal_variant(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_values_equal_as_json_have_one_digest(value):
+    variant = _equal_variant(value)
+    assert json_equal(value, variant)
+    assert json_digest(value) == json_digest(variant)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values, json_values)
+def test_equal_digests_only_for_values_equal_as_json(a, b):
+    assert (json_digest(a) == json_digest(b)) is json_equal(a, b)
