@@ -2,9 +2,10 @@
 Poller benchmarks, each next to its baseline in the same run:
 
 * throughput: polls/s of one sweep (claim → GET → parse → record → next poll)
-  against the simulator at zero latency, next to a naive sequential
-  ``httpx.Client`` GET + ``save()`` loop and the raw client ceiling (the same
-  GETs through ``AsyncChamp`` with no database work);
+  against the simulator at zero latency (and again at a realistic latency),
+  next to a naive sequential ``httpx.Client`` GET + ``save()`` loop and the raw
+  client ceiling (the same GETs through ``AsyncChamp`` with no database work),
+  in interleaved rounds;
 * latency: runs whose status changes every few seconds, followed by a real
   ``qcluster``: p50/p95 from the change at Champ to the event row, GETs per
   run per minute, CPU and peak memory of the cluster;
@@ -14,13 +15,14 @@ Poller benchmarks, each next to its baseline in the same run:
 import asyncio
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
 
 from tests.bench.common import ROOT, SimulatorProcess, peak_rss_mb, percentile
 
-THROUGHPUT_SECONDS = 8.0
+THROUGHPUT_SECONDS = 5.0
 
 
 def _org(base_url: str, slug: str):
@@ -160,32 +162,49 @@ def measure_raw(sim: SimulatorProcess, organisation, seconds: float, concurrency
     return {"polls_per_s": (_gets(sim) - before) / elapsed, "seconds": elapsed}
 
 
-def throughput(open_runs: int = 2000) -> dict:
-    """Sweep vs naive vs raw, same simulator, same runs, one after the other."""
+def throughput(open_runs: int = 2000, *, rounds: int = 3, latency_ms: float = 0) -> dict:
+    """
+    Sweep vs naive vs raw, same simulator, same runs: ``rounds`` rounds of the
+    three one after the other, and the median of each, so a noisy moment
+    weighs on all three alike rather than on one.
+    """
     from django.conf import settings
 
     from runs import simulator
     from runs.models import Run
 
     # time_scale 1000: the slow workflow stays pending for ~8 minutes.
-    with SimulatorProcess("--time-scale", "1000") as sim:
-        organisation, _ = _org(sim.base_url, "bench-throughput")
+    args = ("--time-scale", "1000", "--latency-ms", str(latency_ms))
+    samples: dict[str, list[dict]] = {"raw": [], "sweep": [], "naive": []}
+    with SimulatorProcess(*args) as sim:
+        organisation, _ = _org(sim.base_url, f"bench-throughput-{latency_ms:g}")
         seed_open_runs(organisation, simulator.WORKFLOW_SLOW, open_runs)
-        raw = measure_raw(sim, organisation, THROUGHPUT_SECONDS, settings.CHAMP_POLL_CONCURRENCY)
-        sweep = measure_sweep(sim, THROUGHPUT_SECONDS)
-        naive = measure_naive(sim, organisation, THROUGHPUT_SECONDS)
+        for _ in range(rounds):
+            samples["raw"].append(
+                measure_raw(sim, organisation, THROUGHPUT_SECONDS, settings.CHAMP_POLL_CONCURRENCY)
+            )
+            samples["sweep"].append(measure_sweep(sim, THROUGHPUT_SECONDS))
+            samples["naive"].append(measure_naive(sim, organisation, THROUGHPUT_SECONDS))
     # These runs were for measuring only: they must not load the next benchmark.
     Run.objects.filter(organisation=organisation).delete()
+    raw, sweep, naive = (
+        statistics.median(sample["polls_per_s"] for sample in samples[name])
+        for name in ("raw", "sweep", "naive")
+    )
+    cpu_per_poll = statistics.median(
+        sample["cpu_s"] / max(1.0, sample["polls_per_s"] * sample["seconds"])
+        for sample in samples["sweep"]
+    )
     return {
         "open_runs": open_runs,
-        "sweep_polls_per_s": round(sweep["polls_per_s"]),
-        "sweep_cpu_s_per_1000_polls": round(
-            sweep["cpu_s"] / max(1, sweep["polls_per_s"] * sweep["seconds"]) * 1000, 3
-        ),
-        "naive_polls_per_s": round(naive["polls_per_s"]),
-        "raw_client_polls_per_s": round(raw["polls_per_s"]),
-        "ratio_vs_naive": round(sweep["polls_per_s"] / naive["polls_per_s"], 1),
-        "ratio_vs_raw": round(sweep["polls_per_s"] / raw["polls_per_s"], 2),
+        "champ_latency_ms": latency_ms,
+        "rounds": rounds,
+        "sweep_polls_per_s": round(sweep),
+        "sweep_cpu_s_per_1000_polls": round(cpu_per_poll * 1000, 3),
+        "naive_polls_per_s": round(naive),
+        "raw_client_polls_per_s": round(raw),
+        "ratio_vs_naive": round(sweep / naive, 1),
+        "ratio_vs_raw": round(sweep / raw, 2),
         "peak_rss_mb": round(peak_rss_mb()),
     }
 
