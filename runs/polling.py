@@ -36,6 +36,8 @@ TOKEN_CACHE_SECONDS = 10.0
 #: When an organisation has no usable token, look again this often.
 NO_TOKEN_RETRY_SECONDS = 30.0
 MAX_BACKOFF_SECONDS = 300.0
+#: The run table in the poller's raw SQL (lower-case like its columns: no quoting needed).
+_RUN_TABLE = Run._meta.db_table
 #: The run fields a poll reads.
 POLL_FIELDS = (
     "id",
@@ -268,47 +270,92 @@ class Poller:
 
     def _write_bookkeeping(self, rows: list["_Bookkeeping"]) -> None:
         """
-        Release the leases and set the next polls of a batch: one ``executemany``
-        for the runs still open, one for those that just went final.
+        Release the leases and set the next polls of a batch, in one statement
+        for the runs still open and one for those that just went final.
 
-        The hot path of the poller: most polls see no change, and one
-        statement for the batch costs a fraction of one ORM update per run.
-        Guarded like the ORM version would be: only while this sweep still
-        holds the lease, and never on a run that went final meanwhile (a
-        webhook), whose ``next_poll_at`` stays NULL.
+        The hot path of the poller: most polls see no change. Guarded like an
+        ORM update would be: only while this sweep still holds the lease, and
+        never on a run that went final meanwhile (a webhook), whose
+        ``next_poll_at`` stays NULL.
         """
-        ops, quote = connection.ops, connection.ops.quote_name
-        table = quote(Run._meta.db_table)
+        still_open = [row for row in rows if not row.final]
+        went_final = [row for row in rows if row.final]
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                self._bookkeeping_postgresql(cursor, still_open, went_final)
+            else:
+                self._bookkeeping_executemany(cursor, still_open, went_final)
+
+    def _bookkeeping_postgresql(self, cursor, still_open, went_final) -> None:
+        # One UPDATE … FROM unnest(arrays) per kind, whatever the batch size:
+        # measured against executemany (one statement per run, pipelined),
+        # it saves most of the server time of a batch.
+        open_placeholders = ", ".join(["%s"] * len(OPEN_STATUSES))
+        if still_open:
+            cursor.execute(
+                # Identifiers are constants; every value is a parameter.
+                f"UPDATE {_RUN_TABLE} AS r SET last_polled_at = v.polled_at, "  # noqa: S608
+                "poll_attempts = r.poll_attempts + 1, poll_failures = v.failures, "
+                "last_poll_error = v.error, next_poll_at = v.next_poll_at, "
+                "lease_owner = '', lease_until = NULL "
+                "FROM unnest(%s::bigint[], %s::timestamptz[], %s::integer[], %s::text[], "
+                "%s::timestamptz[]) AS v(id, polled_at, failures, error, next_poll_at) "
+                f"WHERE r.id = v.id AND r.lease_owner = %s AND r.status IN ({open_placeholders})",
+                [
+                    [row.run_id for row in still_open],
+                    [row.polled_at for row in still_open],
+                    [row.failures for row in still_open],
+                    [row.error for row in still_open],
+                    [row.next_poll_at for row in still_open],
+                    self.owner,
+                    *sorted(OPEN_STATUSES),
+                ],
+            )
+        if went_final:
+            # The lifecycle already released the lease and cleared next_poll_at.
+            cursor.execute(
+                f"UPDATE {_RUN_TABLE} AS r SET last_polled_at = v.polled_at, "  # noqa: S608
+                "poll_attempts = r.poll_attempts + 1, poll_failures = 0, last_poll_error = '' "
+                "FROM unnest(%s::bigint[], %s::timestamptz[]) AS v(id, polled_at) "
+                "WHERE r.id = v.id",
+                [[row.run_id for row in went_final], [row.polled_at for row in went_final]],
+            )
+
+    def _bookkeeping_executemany(self, cursor, still_open, went_final) -> None:
+        # SQLite: executemany runs its loop in C, in process; no round trips to save.
+        ops = connection.ops
         polled = (
-            # Identifiers are quoted constants; every value is a parameter.
-            f"UPDATE {table} SET {quote('last_polled_at')} = %s, "  # noqa: S608
-            f"{quote('poll_attempts')} = {quote('poll_attempts')} + 1, "
-            f"{quote('poll_failures')} = %s, {quote('last_poll_error')} = %s"
+            # Identifiers are constants; every value is a parameter.
+            f"UPDATE {_RUN_TABLE} SET last_polled_at = %s, "  # noqa: S608
+            "poll_attempts = poll_attempts + 1, poll_failures = %s, last_poll_error = %s"
         )
         open_placeholders = ", ".join(["%s"] * len(OPEN_STATUSES))
-        still_open = (
-            f"{polled}, {quote('next_poll_at')} = %s, {quote('lease_owner')} = '', "
-            f"{quote('lease_until')} = NULL "
-            f"WHERE {quote('id')} = %s AND {quote('lease_owner')} = %s "
-            f"AND {quote('status')} IN ({open_placeholders})"
-        )
-        # The lifecycle already released the lease and cleared next_poll_at.
-        went_final = f"{polled} WHERE {quote('id')} = %s"
         statuses = sorted(OPEN_STATUSES)
-        open_params, final_params = [], []
-        for row in rows:
-            polled_at = ops.adapt_datetimefield_value(row.polled_at)
-            if row.final:
-                final_params.append((polled_at, 0, "", row.run_id))
-            else:
-                next_poll_at = ops.adapt_datetimefield_value(row.next_poll_at)
-                guard = (row.run_id, self.owner, *statuses)
-                open_params.append((polled_at, row.failures, row.error, next_poll_at, *guard))
-        with connection.cursor() as cursor:
-            if open_params:
-                cursor.executemany(still_open, open_params)
-            if final_params:
-                cursor.executemany(went_final, final_params)
+        if still_open:
+            cursor.executemany(
+                f"{polled}, next_poll_at = %s, lease_owner = '', lease_until = NULL "
+                f"WHERE id = %s AND lease_owner = %s AND status IN ({open_placeholders})",
+                [
+                    (
+                        ops.adapt_datetimefield_value(row.polled_at),
+                        row.failures,
+                        row.error,
+                        ops.adapt_datetimefield_value(row.next_poll_at),
+                        row.run_id,
+                        self.owner,
+                        *statuses,
+                    )
+                    for row in still_open
+                ],
+            )
+        if went_final:
+            cursor.executemany(
+                f"{polled} WHERE id = %s",
+                [
+                    (ops.adapt_datetimefield_value(row.polled_at), 0, "", row.run_id)
+                    for row in went_final
+                ],
+            )
 
     def _assess(
         self, outcome: _Outcome, now, rejected_tokens, used_tokens, changes, bookkeeping

@@ -9,7 +9,7 @@ import pytest
 from django.core.cache import cache
 from django.utils import timezone
 
-from runs import champ, lifecycle, simulator, tasks
+from runs import champ, lifecycle, polling, simulator, tasks
 from runs import organisations as org_actions
 from runs.models import ApiToken, Run, RunStatus, SweepSlot
 from runs.polling import next_poll_delay
@@ -139,6 +139,28 @@ def test_every_batch_a_sweep_sent_is_recorded_even_the_one_in_flight_at_the_end(
     assert f"{recorded} polls" in summary
     assert not Run.objects.exclude(lease_owner="").exists()  # every lease released
     assert sim.max_inflight() == 1
+
+
+def test_a_poll_recorded_after_a_webhook_ended_the_run_neither_reopens_nor_reschedules_it(
+    org, settings
+):
+    settings.CHAMP_POLL_INTERVAL_SECONDS = 0
+    ended, taken, polled = (start_run(org, simulator.WORKFLOW_SLOW) for _ in range(3))
+    with polling.Poller(owner="sweep-a") as poller:
+        ids = tasks.claim_due_runs("sweep-a", limit=10)
+        assert sorted(ids) == sorted([ended.pk, taken.pk, polled.pk])
+        in_flight = poller.start(ids)
+        # While the GETs are out: a webhook ends one run, another sweep takes
+        # over the lease of another (this sweep was presumed dead).
+        lifecycle.observe_status(ended, new="completed", source="webhook", output={"ok": 1})
+        Run.objects.filter(pk=taken.pk).update(lease_owner="sweep-b")
+        result = poller.record(in_flight)
+    assert result.polls == 3 and result.changes == 0
+    ended, taken, polled = (Run.objects.get(pk=r.pk) for r in (ended, taken, polled))
+    assert (ended.status, ended.next_poll_at, ended.output) == ("completed", None, {"ok": 1})
+    assert (taken.lease_owner, taken.poll_attempts) == ("sweep-b", 0)
+    assert (polled.lease_owner, polled.poll_attempts) == ("", 1)
+    assert polled.next_poll_at is not None and polled.last_polled_at is not None
 
 
 def test_a_run_champ_no_longer_knows_is_closed_as_failed_with_the_reason(org, fast_polling, sim):

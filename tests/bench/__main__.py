@@ -49,6 +49,12 @@ def main() -> None:
         if scale:
             results["scale_out"] = scale
             _show("Scale-out (PostgreSQL + Redis)", scale)
+            if not args.quick:
+                results["poll_latency_2000_two_clusters"] = bench_poller.latency(2000, clusters=2)
+                _show(
+                    "Status latency, 2,000 open runs, two clusters",
+                    results["poll_latency_2000_two_clusters"],
+                )
     if "trigger" in groups:
         try:
             from tests.bench import bench_trigger

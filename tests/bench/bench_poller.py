@@ -276,8 +276,9 @@ def _stop_cluster(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def latency(open_runs: int = 1000, time_scale: float = 2.0) -> dict:
-    """A real qcluster follows runs that change every few seconds."""
+def latency(open_runs: int = 1000, time_scale: float = 2.0, clusters: int = 1) -> dict:
+    """Real qclusters (``clusters`` of them, one process group each) follow runs
+    that change every few seconds."""
     from runs import simulator, tasks
     from runs.models import Run, RunEvent
 
@@ -288,22 +289,25 @@ def latency(open_runs: int = 1000, time_scale: float = 2.0) -> dict:
         elapsed += path[len(offsets)][1]
         offsets.append((status, elapsed * time_scale))
     with SimulatorProcess("--time-scale", str(time_scale)) as sim:
-        organisation, _ = _org(sim.base_url, f"bench-latency-{open_runs}")
-        cluster = _start_cluster()
-        time.sleep(3)  # let the cluster come up before the first change is due
+        organisation, _ = _org(sim.base_url, f"bench-latency-{open_runs}-{clusters}")
+        processes = [_start_cluster() for _ in range(clusters)]
+        time.sleep(3)  # let the clusters come up before the first change is due
         t0 = time.monotonic()
         created = dict(seed_open_runs(organisation, simulator.WORKFLOW_SUSPEND_RESUME, open_runs))
         tasks.kick_poller()
         deadline = time.monotonic() + 120
-        sampler = GroupSampler(cluster.pid)
+        samplers = [GroupSampler(process.pid) for process in processes]
         mine = Run.objects.open().filter(organisation=organisation)
         while mine.exists() and time.monotonic() < deadline:
-            sampler.sample()
+            for sampler in samplers:
+                sampler.sample()
             time.sleep(0.5)
         wall = time.monotonic() - t0
-        sampler.sample()
+        for sampler in samplers:
+            sampler.sample()
         gets = sim.stats()["gets"]
-        _stop_cluster(cluster)
+        for process in processes:
+            _stop_cluster(process)
     latencies, missed, example = [], 0, None
     events = RunEvent.objects.filter(run__organisation=organisation, source="poll")
     seen = {}
@@ -318,9 +322,10 @@ def latency(open_runs: int = 1000, time_scale: float = 2.0) -> dict:
         for (_, at), (_, offset) in zip(observed, offsets, strict=True):
             latencies.append(at - (created_at + offset))
     still_open = Run.objects.open().filter(organisation=organisation).count()
-    cluster_cpu = sampler.cpu_seconds()
+    cluster_cpu = sum(sampler.cpu_seconds() for sampler in samplers)
     return {
         "open_runs": open_runs,
+        "clusters": clusters,
         "changes_measured": len(latencies),
         "runs_with_a_missed_or_extra_change": missed,
         "runs_left_open": still_open,
@@ -331,8 +336,10 @@ def latency(open_runs: int = 1000, time_scale: float = 2.0) -> dict:
         "gets_per_run_per_minute": round(gets / open_runs / (wall / 60), 1),
         "cluster_cpu_s": round(cluster_cpu, 1),
         "cluster_cpu_percent_of_one_core": round(100 * cluster_cpu / wall),
-        "cluster_processes": len(sampler.cpu),
-        "cluster_peak_rss_mb_total": round(sampler.peak_rss_total / 2**20),
+        "cluster_processes": sum(len(sampler.cpu) for sampler in samplers),
+        "cluster_peak_rss_mb_total": round(
+            sum(sampler.peak_rss_total for sampler in samplers) / 2**20
+        ),
         "wall_s": round(wall, 1),
     }
 
@@ -347,7 +354,7 @@ def scale_out(open_runs: int = 2000, seconds: float = 15.0) -> dict | None:
 
     if connection.vendor != "postgresql":
         return None
-    results = {}
+    results, usage = {}, {}
     with SimulatorProcess("--time-scale", "1000") as sim:
         organisation, _ = _org(sim.base_url, "bench-scale")
         seed_open_runs(organisation, simulator.WORKFLOW_SLOW, open_runs)
@@ -364,9 +371,22 @@ def scale_out(open_runs: int = 2000, seconds: float = 15.0) -> dict | None:
             for _ in range(clusters):
                 tasks.kick_poller(dedupe=False)
             time.sleep(3)  # sweeps start
+            samplers = [GroupSampler(process.pid) for process in processes]
+            for sampler in samplers:
+                sampler.sample()
+            cpu_before = sum(sampler.cpu_seconds() for sampler in samplers)
             before, t0 = sim.stats()["gets"], time.monotonic()
-            time.sleep(seconds)
-            rate = (sim.stats()["gets"] - before) / (time.monotonic() - t0)
+            while time.monotonic() - t0 < seconds:
+                time.sleep(0.5)
+                for sampler in samplers:
+                    sampler.sample()
+            elapsed = time.monotonic() - t0
+            rate = (sim.stats()["gets"] - before) / elapsed
+            cpu = sum(sampler.cpu_seconds() for sampler in samplers) - cpu_before
+            usage[clusters] = (
+                round(100 * cpu / elapsed),
+                round(sum(sampler.peak_rss_total for sampler in samplers) / 2**20),
+            )
             for process in processes:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
@@ -389,4 +409,8 @@ def scale_out(open_runs: int = 2000, seconds: float = 15.0) -> dict | None:
         "one_cluster_polls_per_s": round(results[1]),
         "two_clusters_polls_per_s": round(results[2]),
         "ratio": round(results[2] / results[1], 2),
+        "one_cluster_cpu_percent_of_one_core": usage[1][0],
+        "two_clusters_cpu_percent_of_one_core": usage[2][0],
+        "one_cluster_peak_rss_mb": usage[1][1],
+        "two_clusters_peak_rss_mb": usage[2][1],
     }
