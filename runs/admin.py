@@ -15,6 +15,7 @@ from the index instead of ``SELECT DISTINCT`` over every row
 (``templates/admin/runs/change_list.html``).
 """
 
+import json
 from functools import cached_property
 
 from django import forms
@@ -23,6 +24,7 @@ from django.core.paginator import Paginator
 from django.db import models, transaction
 from django.db.models import Q
 
+from runs.forms import INPUT_MAX_BYTES, check_json_object
 from runs.models import (
     ApiToken,
     AuditAction,
@@ -253,8 +255,26 @@ class PresetVersionInline(ReadOnlyAdminMixin, admin.TabularInline):
     ordering = ["-number"]
 
 
+class WorkflowPresetAdminForm(forms.ModelForm):
+    """
+    The admin's preset form: its input obeys the rules of the portal's preset
+    form. No ``Meta``: the admin completes it with the model and every field.
+    """
+
+    def clean_input(self):
+        value = self.cleaned_data["input"]
+        size = len(json.dumps(value).encode())
+        if size > INPUT_MAX_BYTES:
+            raise forms.ValidationError(
+                f"The input is {size / 1024:.1f} KB; the limit is {INPUT_MAX_BYTES // 1024} KB.",
+                code="too_large",
+            )
+        return check_json_object(value)
+
+
 @admin.register(WorkflowPreset)
 class WorkflowPresetAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    form = WorkflowPresetAdminForm
     list_display = ["name", "organisation", "workflow_id", "version", "archived", "updated_at"]
     list_filter = ["archived", "organisation"]
     search_fields = ["name", "description", "=workflow_id"]

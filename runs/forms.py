@@ -222,6 +222,15 @@ def parse_json_object(text: str | None, *, what: str = "The input") -> dict:
         raise forms.ValidationError(
             f"{what} is nested too deeply (at most {INPUT_MAX_DEPTH} levels).", code="too_deep"
         ) from None
+    return check_json_object(value, what=what)
+
+
+def check_json_object(value, *, what: str = "The input") -> dict:
+    """
+    The checks of ``parse_json_object`` that apply to parsed JSON: an object,
+    not nested too deeply, storable. For forms whose field parses the JSON
+    itself (Django admin's JSON fields).
+    """
     if not isinstance(value, dict):
         kind = _JSON_KINDS.get(type(value), type(value).__name__)
         raise forms.ValidationError(

@@ -57,8 +57,7 @@ def form_data(client, url: str) -> dict:
             if isinstance(field.widget, forms.CheckboxInput):
                 if value:
                     data[form.add_prefix(name)] = "on"
-            elif value is not None:
-                value = field.prepare_value(value)
+            elif value is not None:  # value() is already prepared for the widget
                 data[form.add_prefix(name)] = getattr(value, "pk", value)
     return data
 
@@ -202,6 +201,24 @@ def test_admin_edits_of_members_and_presets_are_audited(admin_client, org_a, roo
     response = admin_client.post(admin_url("membership", "delete", membership.pk), {"post": "yes"})
     assert response.status_code == 302
     assert AuditEntry.objects.filter(action=AuditAction.MEMBER_REMOVED).count() == 1
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"note": "a\\u0000b"}', "NUL character"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"blob": "' + "x" * 70_000 + '"}', "the limit is 64 KB"),
+    ],
+)
+def test_admin_preset_input_obeys_the_portals_rules(admin_client, org_a, text, message):
+    preset = WorkflowPreset.objects.create(organisation=org_a, name="Kept", workflow_id=4)
+    url = admin_url("workflowpreset", "change", preset.pk)
+    response = admin_client.post(url, {**form_data(admin_client, url), "input": text})
+    assert response.status_code == 200  # the form again, with the reason
+    assert message in str(response.context["adminform"].form.errors["input"])
+    preset.refresh_from_db()
+    assert preset.input == {} and preset.version == 1
 
 
 def test_admin_membership_inline_changes_are_audited(admin_client, org_a, alice, make_user):
