@@ -268,7 +268,7 @@ class Poller:
             self._forget_token(token.organisation_id)
         return BatchResult(polls=len(outcomes), changes=len(events))
 
-    def _write_bookkeeping(self, rows: list["_Bookkeeping"]) -> None:
+    def _write_bookkeeping(self, rows: list[_Bookkeeping]) -> None:
         """
         Release the leases and set the next polls of a batch, in one statement
         for the runs still open and one for those that just went final.
