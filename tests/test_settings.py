@@ -123,3 +123,22 @@ def test_deploy_checks_pass_with_production_settings(tmp_path):
         tmp_path=tmp_path,
     )
     assert result.returncode == 0, result.stderr + result.stdout
+
+
+def test_deploy_check_warns_about_a_key_file_others_can_read(tmp_path, monkeypatch):
+    from runs.checks import check_secret_file_modes
+
+    keys = tmp_path / "token_keys"
+    keys.write_text(Fernet.generate_key().decode())
+    monkeypatch.delenv("CHAMP_PORTAL_TOKEN_KEYS", raising=False)
+    monkeypatch.setenv("CHAMP_PORTAL_TOKEN_KEYS_FILE", str(keys))
+    monkeypatch.setenv("CHAMP_PORTAL_SECRET_KEY", "from the environment: no file")
+
+    keys.chmod(0o644)
+    (warning,) = check_secret_file_modes()
+    assert warning.id == "runs.W001"
+    assert "token encryption keys" in warning.msg and "0644" in warning.msg
+    assert warning.hint == f"chmod 600 {keys}"
+
+    keys.chmod(0o600)
+    assert check_secret_file_modes() == []
