@@ -2,13 +2,15 @@
 
 import base64
 import json
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from runs import lifecycle
 from runs import organisations as org_actions
-from runs.models import AuditAction, AuditEntry, RunEvent, RunStatus
+from runs.models import AuditAction, AuditEntry, Run, RunEvent, RunStatus
 
 
 @pytest.fixture
@@ -163,3 +165,42 @@ def test_a_run_of_another_organisation_is_not_touched(client, org_a, org_b, bob,
 
 def test_get_is_not_allowed(client, org_a, secret):
     assert client.get(reverse("champ_webhook", args=[org_a.slug])).status_code == 405
+
+
+def test_a_non_final_status_is_only_a_hint_to_poll_now(
+    client, org_a, secret, run, monkeypatch, django_capture_on_commit_callbacks
+):
+    kicks = []
+    monkeypatch.setattr("runs.views.hooks.kick_poller", lambda: kicks.append(1))
+    later = timezone.now() + timedelta(minutes=10)
+    Run.objects.filter(pk=run.pk).update(next_poll_at=later)
+    events = RunEvent.objects.filter(run=run).count()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = deliver(client, org_a, payload(status="in_progress"), secret=secret)
+
+    assert response.status_code == 200
+    assert response.json()["recorded"] is False
+    run.refresh_from_db()
+    assert run.status == RunStatus.PENDING  # what Champ says comes from a poll
+    assert RunEvent.objects.filter(run=run).count() == events
+    assert run.next_poll_at < later
+    assert kicks == [1]
+
+
+def test_a_hint_leaves_a_parked_or_final_run_alone(
+    client, org_a, secret, run, monkeypatch, django_capture_on_commit_callbacks
+):
+    kicks = []
+    monkeypatch.setattr("runs.views.hooks.kick_poller", lambda: kicks.append(1))
+    Run.objects.filter(pk=run.pk).update(next_poll_at=None)  # parked after a refused poll
+    with django_capture_on_commit_callbacks(execute=True):
+        deliver(client, org_a, payload(status="suspended"), secret=secret)
+    assert Run.objects.get(pk=run.pk).next_poll_at is None
+
+    with django_capture_on_commit_callbacks(execute=True):
+        deliver(client, org_a, payload(status="completed"), secret=secret)
+        deliver(client, org_a, payload(status="in_progress"), secret=secret)
+    run.refresh_from_db()
+    assert (run.status, run.next_poll_at) == (RunStatus.COMPLETED, None)
+    assert kicks == []

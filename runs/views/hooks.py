@@ -4,8 +4,9 @@ Champ's webhook deliveries: ``POST /hooks/champ/<org-slug>/``.
 Champ does not sign payloads; the receiver is authenticated by a credential
 the organisation configures on Champ's side (CHAMP_API.md, "Webhooks"): here
 a per-organisation secret sent as ``Authorization: Bearer <secret>`` or as the
-basic-auth password. A delivery is a hint: it goes through the lifecycle door
-like a poll, so replays and out-of-order deliveries change nothing.
+basic-auth password. A final status goes through the lifecycle door like a
+poll, so replays and out-of-order deliveries change nothing; any other status
+only makes the run due for a poll now.
 """
 
 import base64
@@ -14,14 +15,25 @@ import json
 import logging
 
 from django.contrib.auth.decorators import login_not_required
+from django.db import transaction
 from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from runs import lifecycle
-from runs.models import AuditAction, AuditEntry, EventSource, Organisation, Run, RunStatus
+from runs.models import (
+    FINAL_STATUSES,
+    AuditAction,
+    AuditEntry,
+    EventSource,
+    Organisation,
+    Run,
+    RunStatus,
+)
 from runs.organisations import webhook_secret_matches
 from runs.request_info import client_ip
+from runs.tasks import kick_poller
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +122,17 @@ def champ_webhook(request: HttpRequest, slug: str) -> JsonResponse:
             ip=client_ip(request),
         )
         return JsonResponse({"recorded": False, "detail": "unknown run; ignored"}, status=202)
+
+    if status not in FINAL_STATUSES:
+        # Champ sends only terminal events (workflow_run.completed / .failed).
+        # Anything else is taken as a hint to look now, never as a status of
+        # its own: the poller asks Champ. A parked run stays parked.
+        due = Run.objects.open().filter(pk=run.pk, next_poll_at__isnull=False)
+        if due.update(next_poll_at=timezone.now()):
+            transaction.on_commit(kick_poller, robust=True)
+        return JsonResponse(
+            {"recorded": False, "detail": "not a final status: the run is polled now"}
+        )
 
     change = lifecycle.observe_status(
         run,
