@@ -280,7 +280,7 @@ def latency(open_runs: int = 1000, time_scale: float = 2.0, clusters: int = 1) -
     """Real qclusters (``clusters`` of them, one process group each) follow runs
     that change every few seconds."""
     from runs import simulator, tasks
-    from runs.models import Run, RunEvent
+    from runs.models import Run, RunEvent, SweepSlot
 
     # suspend-resume at time_scale 2 changes status at 1, 4, 10 and 13 s.
     path = simulator.CATALOGUE[simulator.WORKFLOW_SUSPEND_RESUME].path
@@ -288,6 +288,9 @@ def latency(open_runs: int = 1000, time_scale: float = 2.0, clusters: int = 1) -
     for status, seconds in path[1:]:
         elapsed += path[len(offsets)][1]
         offsets.append((status, elapsed * time_scale))
+    # Slots a killed cluster of an earlier benchmark still holds would keep
+    # sweeps from starting until their heartbeats go stale.
+    SweepSlot.objects.all().delete()
     with SimulatorProcess("--time-scale", str(time_scale)) as sim:
         organisation, _ = _org(sim.base_url, f"bench-latency-{open_runs}-{clusters}")
         processes = [_start_cluster() for _ in range(clusters)]
