@@ -137,6 +137,7 @@ class StatusChange:
         return values
 
     def event(self, seq: int) -> RunEvent:
+        """The (unsaved) event recording this change as the run's ``seq``-th."""
         return RunEvent(
             run_id=self.run_id,
             seq=seq,
@@ -248,7 +249,7 @@ def record_changes(changes: Sequence[StatusChange]) -> list[RunEvent]:
         current = {
             pk: (status, changed_at)
             for pk, status, changed_at in Run.objects.filter(pk__in={c.run_id for c in candidates})
-            .order_by("pk")  # one lock order for every writer: no deadlocks
+            .order_by("pk")  # locked in id order, as every batch writer takes them
             .select_for_update()
             .values_list("pk", "status", "status_changed_at")
         }
