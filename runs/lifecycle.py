@@ -249,7 +249,7 @@ def record_changes(changes: Sequence[StatusChange]) -> list[RunEvent]:
         current = {
             pk: (status, changed_at)
             for pk, status, changed_at in Run.objects.filter(pk__in={c.run_id for c in candidates})
-            .order_by("pk")  # locked in id order, as every batch writer takes them
+            .order_by("pk")  # a stable lock order between concurrent batches
             .select_for_update()
             .values_list("pk", "status", "status_changed_at")
         }
