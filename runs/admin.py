@@ -24,7 +24,7 @@ from django.core.paginator import Paginator
 from django.db import models, transaction
 from django.db.models import Q
 
-from runs.forms import INPUT_MAX_BYTES, check_json_object
+from runs.forms import check_json_object, check_json_size
 from runs.models import (
     ApiToken,
     AuditAction,
@@ -263,12 +263,7 @@ class WorkflowPresetAdminForm(forms.ModelForm):
 
     def clean_input(self):
         value = self.cleaned_data["input"]
-        size = len(json.dumps(value).encode())
-        if size > INPUT_MAX_BYTES:
-            raise forms.ValidationError(
-                f"The input is {size / 1024:.1f} KB; the limit is {INPUT_MAX_BYTES // 1024} KB.",
-                code="too_large",
-            )
+        check_json_size(len(json.dumps(value).encode()))
         return check_json_object(value)
 
 

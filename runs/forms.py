@@ -191,6 +191,15 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not allowed in JSON")
 
 
+def check_json_size(size: int, *, what: str = "The input") -> None:
+    """Refuse an input of more than ``INPUT_MAX_BYTES`` (``size`` in bytes of JSON text)."""
+    if size > INPUT_MAX_BYTES:
+        raise forms.ValidationError(
+            f"{what} is {size / 1024:.1f} KB; the limit is {INPUT_MAX_BYTES // 1024} KB.",
+            code="too_large",
+        )
+
+
 def parse_json_object(text: str | None, *, what: str = "The input") -> dict:
     """
     Parse a run input typed by a user: a JSON object of at most 64 KB.
@@ -201,12 +210,7 @@ def parse_json_object(text: str | None, *, what: str = "The input") -> dict:
     text = (text or "").strip()
     if not text:
         return {}
-    size = len(text.encode("utf-8"))
-    if size > INPUT_MAX_BYTES:
-        raise forms.ValidationError(
-            f"{what} is {size / 1024:.1f} KB; the limit is {INPUT_MAX_BYTES // 1024} KB.",
-            code="too_large",
-        )
+    check_json_size(len(text.encode("utf-8")), what=what)
     try:
         value = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
